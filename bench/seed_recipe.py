@@ -1,0 +1,168 @@
+"""The seed recipe (PEFT's twitter_complaints prompt-tuning example) end to end: ours and PEFT's, one run.
+
+Both sides: smollm2-135m in float32, the same 40/10 train/dev split of RAFT twitter_complaints train
+(stratified, seed 42), text init "Classify if the tweet is a complaint or not:", 8 virtual tokens,
+AdamW lr 3e-2 + linear schedule, batch 8, 50 epochs, then held-out metrics on the first N rows of
+test_labeled_from_original.csv. PEFT's side follows its example: inputs left-padded to max_length 64,
+generate-then-match evaluation; we also score PEFT's prompt by rank classification, as ours is scored.
+
+    python bench/seed_recipe.py [--epochs 50] [--limit 1000] [--sides ours,peft] [--dtype float32]
+
+Prints one JSON line per side and one with the ratios (ours / PEFT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
+
+from softprompt.batching import Encoder, chunks, pad_left, target_batch  # noqa: E402
+from softprompt.evaluate import classification_metrics, evaluate  # noqa: E402
+from softprompt.models import load_base  # noqa: E402
+from softprompt.tasks import load_named, split_dev  # noqa: E402
+from softprompt.train import TrainConfig, fit  # noqa: E402
+
+TASK = "raft/twitter_complaints"
+SEED = 42
+
+
+def ours(args, test_rows) -> dict:
+    config = TrainConfig(task=TASK, dev_fraction=0.2, epochs=args.epochs, seed=SEED, dtype=args.dtype,
+                         output=str(ROOT / "runs" / f"bench-seed-ours-{args.dtype}"), progress=False)
+    base = load_base("smollm2-135m", args.dtype)
+    start = time.perf_counter()
+    tuned = fit(config, base=base)
+    train_s = time.perf_counter() - start
+    result = tuned.evaluate(test_rows, 32)
+    return {"side": "softprompt", "dtype": args.dtype, "train_s": train_s, "test_n": result["n"],
+            "accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "examples_per_s": result["examples_per_s"]}
+
+
+def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    model, tokenizer = load_base("smollm2-135m")
+    task, _, _ = load_named(TASK, "train")
+    encoder = Encoder(task, tokenizer, 64)
+    tokenizer.save_pretrained(ROOT / "runs" / "bench-tokenizer")
+    config = PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM, prompt_tuning_init=PromptTuningInit.TEXT, num_virtual_tokens=8,
+        prompt_tuning_init_text=task.init_text, tokenizer_name_or_path=str(ROOT / "runs" / "bench-tokenizer"),
+    )
+    peft = get_peft_model(model, config)
+
+    def padded(rows):
+        """PEFT's example: input + label + eos, left-padded to 64, loss on the label tokens only."""
+        ids, mask, labels = [], [], []
+        for row in rows:
+            source, target = encoder.input_ids(row), encoder.label_ids[task.label_index(row)]
+            seq = (source + target)[-64:]
+            lab = ([-100] * len(source) + target)[-64:]
+            pad = 64 - len(seq)
+            ids.append([tokenizer.pad_token_id] * pad + seq)
+            mask.append([0] * pad + [1] * len(seq))
+            labels.append([-100] * pad + lab)
+        ids, mask = torch.tensor(ids), torch.tensor(mask)
+        return ids, mask, torch.tensor(labels)
+
+    optimizer = torch.optim.AdamW(peft.parameters(), lr=3e-2)
+    steps_per_epoch = math.ceil(len(train_rows) / 8)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, steps_per_epoch * args.epochs)
+    generator = torch.Generator().manual_seed(SEED)
+    step_times = []
+    start = time.perf_counter()
+    for epoch in range(args.epochs):
+        peft.train()
+        order = torch.randperm(len(train_rows), generator=generator).tolist()
+        for batch in chunks([train_rows[i] for i in order], 8):
+            tick = time.perf_counter()
+            ids, mask, labels = padded(batch)
+            loss = peft(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step_times.append(time.perf_counter() - tick)
+        peft.eval()
+        with torch.no_grad():
+            ids, mask, labels = padded(dev_rows)
+            eval_loss = peft(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+        print(json.dumps({"side": "peft", "epoch": epoch + 1, "train_loss": loss.item(), "eval_loss": eval_loss,
+                          "eval_ppl": math.exp(eval_loss)}), file=sys.stderr)
+    train_s = time.perf_counter() - start
+    gold = [task.label_index(row) for row in test_rows]
+
+    start = time.perf_counter()
+    predicted = []
+    words = [w.lower() for w in task.label_words]
+    with torch.no_grad():
+        for batch in chunks(test_rows, 32):
+            ids, mask = pad_left([encoder.input_ids(row) for row in batch], tokenizer.pad_token_id)
+            out = peft.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10,
+                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                do_sample=False)
+            for row in out[:, ids.shape[1]:]:
+                text = tokenizer.decode(row, skip_special_tokens=True).strip().lower()
+                predicted.append(words.index(text) if text in words else -1)
+    generate_s = time.perf_counter() - start
+    generated = classification_metrics(predicted, gold, len(words))
+
+    start = time.perf_counter()
+    ranked = []
+    with torch.no_grad():
+        for batch in chunks(test_rows, 16):
+            pairs = [(encoder.input_ids(row), target) for row in batch for target in encoder.label_ids]
+            tb = target_batch([p[0] for p in pairs], [p[1] for p in pairs], tokenizer.pad_token_id)
+            logits = peft(input_ids=tb.input_ids, attention_mask=tb.attention_mask).logits[:, 8:].float()
+            logprobs = torch.log_softmax(logits[:, :-1], -1).gather(-1, tb.input_ids[:, 1:, None]).squeeze(-1)
+            width = tb.input_ids.shape[1] - 1
+            keep = torch.arange(width)[None] >= (width - tb.target_lengths)[:, None]
+            ranked += (logprobs * keep).sum(1).view(len(batch), -1).argmax(1).tolist()
+    rank_s = time.perf_counter() - start
+    ranked_metrics = classification_metrics(ranked, gold, len(words))
+    return {"side": "peft", "dtype": "float32", "train_s": train_s, "step_s_median": statistics.median(step_times),
+            "test_n": len(test_rows), "accuracy": generated["accuracy"], "macro_f1": generated["macro_f1"],
+            "examples_per_s": len(test_rows) / generate_s, "rank_accuracy": ranked_metrics["accuracy"],
+            "rank_macro_f1": ranked_metrics["macro_f1"], "rank_examples_per_s": len(test_rows) / rank_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--sides", default="ours,peft")
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    torch.manual_seed(SEED)
+    task, rows, _ = load_named(TASK, "train")
+    train_rows, dev_rows = split_dev(rows, 0.2, SEED, task.label_field)
+    test_rows = load_named(TASK, "test")[1][: args.limit]
+    results = {}
+    if "ours" in args.sides:
+        results["ours"] = ours(args, test_rows)
+        print(json.dumps(results["ours"]), flush=True)
+    if "peft" in args.sides:
+        results["peft"] = peft_side(args, train_rows, dev_rows, test_rows)
+        print(json.dumps(results["peft"]), flush=True)
+    if len(results) == 2:
+        o, p = results["ours"], results["peft"]
+        print(json.dumps({"ratio": "ours/peft", "train_time": o["train_s"] / p["train_s"],
+                          "speedup": p["train_s"] / o["train_s"],
+                          "accuracy_diff_points": 100 * (o["accuracy"] - p["accuracy"])}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""softprompt: prompt tuning (Lester et al. 2021) for frozen Hugging Face language models."""
+
+from .errors import SoftpromptError
+from .lm import PromptedLM
+from .models import load_base
+from .prompt import SoftPrompt, init_prompt
+from .tasks import Task, read_rows
+from .train import TrainConfig, fit
+from .tuned import TunedPrompt
+
+__all__ = ["PromptedLM", "SoftPrompt", "SoftpromptError", "Task", "TrainConfig", "TunedPrompt", "fit",
+           "init_prompt", "load_base", "read_rows"]
+__version__ = "0.1.0"

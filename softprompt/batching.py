@@ -1,0 +1,75 @@
+"""Rows -> token ids -> left-padded batches, padded to the longest row of each batch (never a fixed length)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from .errors import SoftpromptError
+from .tasks import Row, Task
+
+
+@dataclass
+class Encoder:
+    """Tokenises a task's rows. Inputs and label words are tokenised apart and joined as ids (as PEFT's
+    recipe does), so training targets and scored continuations are the very same ids."""
+
+    task: Task
+    tokenizer: object
+    max_length: int = 64
+
+    def __post_init__(self) -> None:
+        eos = self.tokenizer.eos_token_id
+        self.label_ids = [self._ids(word) + ([eos] if eos is not None else []) for word in self.task.label_words]
+        for word, ids in zip(self.task.label_words, self.label_ids):
+            if len(ids) <= (eos is not None):
+                raise SoftpromptError(f"label word {word!r} has no tokens")
+        tail = self.task.template.rsplit("}", 1)[-1] if self.task.fields else ""
+        self.tail_length = len(self._ids(tail)) if tail else 0
+        self.input_budget = self.max_length - max(len(ids) for ids in self.label_ids)
+        if self.input_budget <= self.tail_length:
+            raise SoftpromptError(f"--max-length {self.max_length} leaves no room for the input after the label")
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def input_ids(self, row: Row) -> list[int]:
+        """The rendered template, cut in the middle so the template's tail (e.g. "Label : ") survives."""
+        ids = self._ids(self.task.render(row))
+        if len(ids) <= self.input_budget:
+            return ids
+        keep_head = self.input_budget - self.tail_length
+        return ids[:keep_head] + (ids[len(ids) - self.tail_length :] if self.tail_length else [])
+
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad to the longest sequence: (ids, attention mask)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+@dataclass
+class TargetBatch:
+    """Inputs followed by target ids; the loss and scores are read at the last `target_lengths` tokens."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    target_lengths: torch.Tensor
+
+
+def target_batch(inputs: Sequence[list[int]], targets: Sequence[list[int]], pad_id: int) -> TargetBatch:
+    ids, mask = pad_left([i + t for i, t in zip(inputs, targets)], pad_id)
+    return TargetBatch(ids, mask, torch.tensor([len(t) for t in targets]))
+
+
+def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,184 @@
+"""`softprompt train | eval | predict`: argparse front end. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+from .errors import SoftpromptError
+
+TRAIN_HELP = {
+    "model": "base model: smollm2-135m (default), gemma3-270m, a local HF folder or a hub id",
+    "dtype": "dtype of the frozen base: float32 or bfloat16 (the prompt always trains in float32)",
+    "task": "a shipped task: raft/twitter_complaints, glue/sst2 (files from --data-dir / $SOFTPROMPT_DATA)",
+    "train": "labelled training file (.csv, .tsv, .jsonl) or hf:NAME[:CONFIG]:SPLIT",
+    "eval": "labelled file evaluated during training (else --dev-fraction carves one from --train)",
+    "data_dir": "folder holding the shipped tasks' files (default $SOFTPROMPT_DATA, else the HF hub)",
+    "dev_fraction": "carve this stratified fraction of the training rows out as the eval set",
+    "template": 'input template with {field} placeholders, e.g. "Tweet text : {Tweet text} Label : "',
+    "label_field": "column holding the label",
+    "labels": "comma-separated label values (default: those found in the training file; \\, escapes a comma)",
+    "verbalizer": 'label value -> word, e.g. "0=negative,1=positive"',
+    "num_virtual_tokens": "number of prompt vectors",
+    "init": "random-uniform | first-vocab | sampled-vocab | text | class-label",
+    "init_text": "text for --init text (default: the task's)",
+    "init_range": "half-width of the random-uniform init",
+    "optimizer": "adamw (seed recipe, lr 3e-2, linear schedule) or adafactor (paper, lr 0.3, constant)",
+    "lr": "learning rate (default: 3e-2 for adamw, 0.3 for adafactor)",
+    "weight_decay": "weight decay (default: 0.01 for adamw, 1e-5 for adafactor)",
+    "warmup_steps": "linear warmup steps (adamw)",
+    "epochs": "passes over the training rows",
+    "max_steps": "stop after this many optimizer steps (overrides --epochs)",
+    "batch_size": "rows per micro-batch",
+    "eval_batch_size": "rows per evaluation batch",
+    "grad_accum": "micro-batches per optimizer step",
+    "max_grad_norm": "clip the prompt's gradient norm (0 = off)",
+    "max_length": "max tokens of input + label; the input is cut, never the label",
+    "eval_every": "evaluate every N steps (0 = each epoch)",
+    "keep_best": "keep the prompt with the best eval loss, accuracy or macro_f1",
+    "patience": "with --keep-best, stop after N evaluations without improvement",
+    "save_steps": "also checkpoint every N steps (always at each epoch end)",
+    "seed": "seed for init, dev split and batch order: same seed, same prompt",
+    "output": "output folder: the prompt (PEFT format), metrics.jsonl, curves.png, checkpoints/",
+    "progress": "show a progress bar",
+}
+
+
+def _train_parser(sub) -> None:
+    from .train import TrainConfig
+
+    parser = sub.add_parser("train", help="train a soft prompt", description="Train a soft prompt on a frozen model.")
+    parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = {"int": int, "float": float}.get(str(field.type).split(" |")[0], str)
+        if field.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=TRAIN_HELP[field.name])
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=f"{TRAIN_HELP[field.name]} (default: {field.default})")
+
+
+def _prompt_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="prompt folder written by `softprompt train` (or PEFT with softprompt.json)")
+    parser.add_argument("--data", help="labelled file to read (.csv, .tsv, .jsonl, hf:...)")
+    parser.add_argument("--task", help="read a shipped task's split instead of --data")
+    parser.add_argument("--split", default="test", help="split of --task (default: test)")
+    parser.add_argument("--data-dir", help="folder holding the shipped tasks' files")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N rows")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", help="base model (default: the one the prompt was trained on)")
+    parser.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    parser.add_argument("--length-normalize", action="store_true", help="rank labels by mean, not summed, log-prob")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="softprompt",
+        description="Prompt tuning for frozen language models: train, evaluate and apply soft prompts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    evaluate = sub.add_parser("eval", help="held-out metrics as one JSON line", description="Evaluate a prompt.")
+    _prompt_args(evaluate)
+    evaluate.add_argument("--method", choices=("rank", "generate"), default="rank",
+                          help="rank labels by log-likelihood, or generate and match the label word")
+    predict = sub.add_parser("predict", help="write predictions to CSV or JSONL", description="Predict labels.")
+    _prompt_args(predict)
+    predict.add_argument("--output", required=True, help="predictions file (.csv or .jsonl)")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, fit, resume_config
+
+    if args.resume:
+        fit(resume_config(args.resume), resume=True)
+        return
+    values: dict = {}
+    if args.config:
+        try:
+            values = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise SoftpromptError(f"{args.config}: {exc}") from None
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    config = TrainConfig.from_dict({**values, **flags}, args.config or "flags")
+    tuned = fit(config)
+    print(f"saved prompt to {config.output}", file=sys.stderr)
+    if "metrics" in tuned.meta:
+        print(json.dumps(tuned.meta["metrics"]))
+
+
+def _rows(args: argparse.Namespace, tuned) -> list[dict]:
+    from .tasks import load_named, read_rows
+
+    if bool(args.data) == bool(args.task):
+        raise SoftpromptError("give exactly one of --data FILE or --task NAME")
+    if args.data:
+        rows, source = read_rows(args.data), args.data
+    else:
+        _, rows, source = load_named(args.task, args.split, Path(args.data_dir) if args.data_dir else None)
+    rows = rows[: args.limit] if args.limit else rows
+    return rows, source
+
+
+def _load(args: argparse.Namespace):
+    from .tuned import TunedPrompt
+
+    return TunedPrompt.from_pretrained(args.prompt, dtype=args.dtype, model=args.model)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    tuned = _load(args)
+    rows, source = _rows(args, tuned)
+    tuned.task.check(rows, source)
+    result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize)
+    print(json.dumps({"data": source, **result}))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .checkpoint import atomic_write
+
+    tuned = _load(args)
+    rows, source = _rows(args, tuned)
+    tuned.task.check(rows, source, labelled=False)
+    predictions = tuned.predict(rows, args.batch_size, args.length_normalize)
+    output = Path(args.output)
+    if output.suffix == ".jsonl":
+        text = "".join(json.dumps(p) + "\n" for p in predictions)
+    elif output.suffix == ".csv":
+        import io
+
+        buffer = io.StringIO()
+        labels = tuned.task.labels
+        writer = csv.writer(buffer)
+        writer.writerow(["row", "label", *[f"score:{label}" for label in labels]])
+        for number, p in enumerate(predictions, 1):
+            writer.writerow([number, p["label"], *[f"{p['scores'][label]:.6f}" for label in labels]])
+        text = buffer.getvalue()
+    else:
+        raise SoftpromptError(f"--output {output}: use a .csv or .jsonl file name")
+    atomic_write(output, text.encode("utf-8"))
+    print(f"wrote {len(predictions)} predictions to {output}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        {"train": _train, "eval": _eval, "predict": _predict}[args.command](args)
+    except SoftpromptError as exc:
+        print(f"softprompt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("softprompt: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

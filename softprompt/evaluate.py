@@ -1,0 +1,92 @@
+"""Scoring and metrics: rank classification by label log-likelihood, generate-then-match, accuracy, F1."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import torch
+
+from .batching import Encoder, chunks, pad_left, target_batch
+from .lm import PromptedLM
+from .tasks import Row
+
+
+@torch.no_grad()
+def label_scores(
+    lm: PromptedLM, encoder: Encoder, rows: Sequence[Row], batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of log-probabilities of each label's tokens (word + EOS) after each row: ([N, L], lengths [L])."""
+    labels = encoder.label_ids
+    pad = encoder.tokenizer.pad_token_id
+    scores = []
+    for chunk in chunks(rows, max(1, batch_size // len(labels))):
+        inputs = [encoder.input_ids(row) for row in chunk]
+        pairs = [(i, t) for i in inputs for t in labels]
+        batch = target_batch([i for i, _ in pairs], [t for _, t in pairs], pad)
+        logprobs, _ = lm.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
+        scores.append(logprobs.sum(1).view(len(chunk), len(labels)))
+    return torch.cat(scores), torch.tensor([len(t) for t in labels], dtype=torch.float32)
+
+
+@torch.no_grad()
+def generate_labels(
+    lm: PromptedLM, encoder: Encoder, rows: Sequence[Row], batch_size: int = 32, max_new_tokens: int = 8
+) -> list[int]:
+    """Generate after each row and match the text to a label word; -1 when nothing matches."""
+    tokenizer = encoder.tokenizer
+    words = [w.strip().lower() for w in encoder.task.label_words]
+    predictions = []
+    for chunk in chunks(rows, batch_size):
+        ids, mask = pad_left([encoder.input_ids(row) for row in chunk], tokenizer.pad_token_id)
+        for tokens in lm.generate(ids, mask, max_new_tokens, tokenizer.eos_token_id):
+            text = tokenizer.decode(tokens, skip_special_tokens=True).strip().lower()
+            predictions.append(_match(text, words))
+    return predictions
+
+
+def _match(text: str, words: list[str]) -> int:
+    if text in words:
+        return words.index(text)
+    starts = [i for i, w in enumerate(words) if text.startswith(w)]
+    return max(starts, key=lambda i: len(words[i])) if starts else -1
+
+
+def classification_metrics(predicted: Sequence[int], gold: Sequence[int], n_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (a label never predicted and never gold is left out of the mean)."""
+    correct = sum(p == g for p, g in zip(predicted, gold))
+    f1s = []
+    for label in range(n_labels):
+        tp = sum(p == label and g == label for p, g in zip(predicted, gold))
+        fp = sum(p == label and g != label for p, g in zip(predicted, gold))
+        fn = sum(p != label and g == label for p, g in zip(predicted, gold))
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": correct / len(gold), "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0}
+
+
+def evaluate(
+    lm: PromptedLM,
+    encoder: Encoder,
+    rows: Sequence[Row],
+    batch_size: int = 32,
+    method: str = "rank",
+    length_normalize: bool = False,
+) -> dict[str, float]:
+    """Held-out metrics for labelled rows: n, loss, perplexity, accuracy, macro_f1, examples_per_s."""
+    task = encoder.task
+    gold = [task.label_index(row) for row in rows]
+    start = time.perf_counter()
+    scores, lengths = label_scores(lm, encoder, rows, batch_size)
+    result: dict[str, float] = {"n": len(rows)}
+    gold_t = torch.tensor(gold)
+    loss = float(-scores[torch.arange(len(rows)), gold_t].sum() / lengths[gold_t].sum())
+    result.update(loss=loss, perplexity=math.exp(min(loss, 50.0)))
+    if method == "generate":
+        predicted = generate_labels(lm, encoder, rows, batch_size)
+    else:
+        predicted = (scores / lengths if length_normalize else scores).argmax(1).tolist()
+    result.update(classification_metrics(predicted, gold, len(task.labels)))
+    result["examples_per_s"] = len(rows) / (time.perf_counter() - start)
+    return result

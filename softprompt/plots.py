@@ -1,0 +1,37 @@
+"""Training curves as a PNG, read back from metrics.jsonl so a resumed run plots its whole history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def plot_curves(metrics: Path, target: Path) -> None:
+    if not metrics.is_file():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("train_loss", "eval_loss"):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            loss_ax.plot(*zip(*points), label=key, marker=".")
+    for key in ("accuracy", "macro_f1"):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            score_ax.plot(*zip(*points), label=f"eval {key}", marker=".")
+    loss_ax.set(xlabel="step", ylabel="loss (label tokens)", title="loss")
+    score_ax.set(xlabel="step", ylabel="score", title="held-out classification", ylim=(0, 1))
+    for ax in (loss_ax, score_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    tmp = target.with_name(f".{target.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(target)

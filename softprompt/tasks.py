@@ -1,0 +1,281 @@
+"""Tasks: labelled rows from CSV/TSV/JSONL files or `datasets` splits, a template, labels and a verbalizer.
+
+A row is a dict of strings. A Task turns a row into the model's input text (the template with the
+row's fields filled in) and the label's word (the verbalizer's, else the label value itself).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import string
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+from .errors import SoftpromptError
+
+Row = dict[str, str]
+
+
+@dataclass
+class Task:
+    """How rows become text and labels. Saved with every prompt so eval and serving reuse it."""
+
+    template: str
+    label_field: str | None = None
+    labels: list[str] = field(default_factory=list)
+    verbalizer: dict[str, str] = field(default_factory=dict)
+    name: str = "custom"
+    init_text: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            self.fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
+        except ValueError as exc:
+            raise SoftpromptError(f"--template {self.template!r}: {exc}") from None
+        if any(not f for f in self.fields):
+            raise SoftpromptError(f"--template {self.template!r}: every {{}} must name a field, e.g. {{text}}")
+
+    @property
+    def label_words(self) -> list[str]:
+        return [self.verbalizer.get(label, label) for label in self.labels]
+
+    def render(self, row: Row) -> str:
+        return self.template.format_map({name: row.get(name, "") for name in self.fields})
+
+    def check(self, rows: list[Row], source: str, labelled: bool = True) -> None:
+        """Fail on the first problem with a message naming the source, row and field."""
+        if not rows:
+            raise SoftpromptError(f"{source}: no rows")
+        columns = rows[0].keys()
+        for name in self.fields:
+            if name not in columns:
+                raise SoftpromptError(
+                    f"{source}: template field {{{name}}} is not a column (columns: {', '.join(columns)})"
+                )
+        if not labelled:
+            return
+        if self.label_field is None or self.label_field not in columns:
+            raise SoftpromptError(
+                f"{source}: label field {self.label_field!r} is not a column (columns: {', '.join(columns)})"
+            )
+        known = set(self.labels)
+        for number, row in enumerate(rows, 1):
+            value = row.get(self.label_field)
+            if value not in known:
+                raise SoftpromptError(
+                    f"{source} row {number}: {self.label_field}={value!r} is not one of the labels "
+                    f"({', '.join(self.labels)})"
+                )
+
+    def label_index(self, row: Row) -> int:
+        return self.labels.index(row[self.label_field])
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "template": self.template,
+            "label_field": self.label_field,
+            "labels": self.labels,
+            "verbalizer": self.verbalizer,
+            "init_text": self.init_text,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Task:
+        keys = ("name", "template", "label_field", "labels", "verbalizer", "init_text")
+        return cls(**{k: data[k] for k in keys if k in data})
+
+
+def read_rows(path: str | os.PathLike) -> list[Row]:
+    """Rows of a CSV, TSV (GLUE style: no quoting) or JSONL file, or `hf:NAME[:CONFIG]:SPLIT`."""
+    spec = str(path)
+    if spec.startswith("hf:"):
+        return _read_hub(*_split_hub_spec(spec))
+    file = Path(spec)
+    if not file.is_file():
+        raise SoftpromptError(f"{spec}: no such file")
+    try:
+        with open(file, encoding="utf-8-sig", newline="") as handle:
+            suffix = file.suffix.lower()
+            if suffix in (".jsonl", ".json"):
+                rows = _read_jsonl(handle, spec)
+            elif suffix in (".tsv", ".txt"):
+                rows = _read_delimited(handle, spec, "\t", csv.QUOTE_NONE)
+            elif suffix == ".csv":
+                rows = _read_delimited(handle, spec, ",", csv.QUOTE_MINIMAL)
+            else:
+                raise SoftpromptError(f"{spec}: unknown file type {suffix!r} (use .csv, .tsv or .jsonl)")
+    except UnicodeDecodeError as exc:
+        raise SoftpromptError(f"{spec}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    if not rows:
+        raise SoftpromptError(f"{spec}: no rows")
+    return rows
+
+
+def _read_delimited(handle, source: str, delimiter: str, quoting: int) -> list[Row]:
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+    header = next(reader, None)
+    if not header:
+        raise SoftpromptError(f"{source}: empty file")
+    duplicates = {name for name in header if header.count(name) > 1}
+    if duplicates:
+        raise SoftpromptError(f"{source}: duplicate column {sorted(duplicates)[0]!r} in the header")
+    rows = []
+    try:
+        for values in reader:
+            if not values:
+                continue
+            if len(values) != len(header):
+                raise SoftpromptError(
+                    f"{source} row {len(rows) + 1} (line {reader.line_num}): {len(values)} fields, "
+                    f"header has {len(header)}"
+                )
+            rows.append(dict(zip(header, values)))
+    except csv.Error as exc:
+        raise SoftpromptError(f"{source} line {reader.line_num}: {exc}") from None
+    return rows
+
+
+def _read_jsonl(handle, source: str) -> list[Row]:
+    rows = []
+    for line_number, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SoftpromptError(f"{source} line {line_number}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise SoftpromptError(f"{source} line {line_number}: expected a JSON object")
+        rows.append({str(k): _as_text(v) for k, v in record.items()})
+    return rows
+
+
+def _as_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _split_hub_spec(spec: str) -> tuple[str, str | None, str]:
+    parts = spec[3:].split(":")
+    if len(parts) == 2:
+        return parts[0], None, parts[1]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise SoftpromptError(f"{spec}: write hub splits as hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT")
+
+
+def _read_hub(path: str, name: str | None, split: str, label_names: bool = False) -> list[Row]:
+    try:
+        import datasets
+    except ImportError:
+        raise SoftpromptError("reading hub datasets needs: pip install 'softprompt[datasets]'") from None
+    try:
+        data = datasets.load_dataset(path, name, split=split)
+    except Exception as exc:  # the hub raises many types; all mean "not reachable or not found"
+        raise SoftpromptError(f"hf:{path}:{name}:{split}: cannot load ({str(exc).splitlines()[0]})") from None
+    names = {
+        column: feature.names
+        for column, feature in data.features.items()
+        if label_names and isinstance(feature, datasets.ClassLabel)
+    }
+    return [
+        {k: names[k][v] if k in names else (v if isinstance(v, str) else _as_text(v)) for k, v in row.items()}
+        for row in data
+    ]
+
+
+def data_dir() -> Path | None:
+    """Where named tasks find their files: $SOFTPROMPT_DATA, else none (use the hub)."""
+    env = os.environ.get("SOFTPROMPT_DATA")
+    return Path(env) if env else None
+
+
+def named_tasks() -> dict[str, dict]:
+    configs = resources.files("softprompt") / "task_configs"
+    loaded = [tomllib.loads(item.read_text()) for item in configs.iterdir() if item.name.endswith(".toml")]
+    return {config["name"]: config for config in loaded}
+
+
+def load_named(name: str, split: str, data: Path | None = None) -> tuple[Task, list[Row], str]:
+    """A shipped task and one of its splits, from the data directory if set, else the hub."""
+    tasks = named_tasks()
+    if name not in tasks:
+        raise SoftpromptError(f"unknown task {name!r} (known: {', '.join(sorted(tasks))})")
+    config = tasks[name]
+    keys = ("name", "template", "label_field", "labels", "verbalizer", "init_text")
+    task = Task(**{k: config[k] for k in keys if k in config})
+    if split not in config["files"]:
+        raise SoftpromptError(f"task {name} has no split {split!r} (splits: {', '.join(config['files'])})")
+    data = data or data_dir()
+    if data is not None:
+        source = str(data / config["files"][split])
+        return task, read_rows(source), source
+    hub = config["hub"]
+    hub_split = hub.get("splits", {}).get(split, split)
+    source = f"hf:{hub['path']}:{hub['name']}:{hub_split}"
+    return task, _read_hub(hub["path"], hub["name"], hub_split, hub.get("label_names", False)), source
+
+
+def parse_mapping(text: str, option: str) -> dict[str, str]:
+    """`"0=negative,1=positive"` -> {"0": "negative", "1": "positive"}."""
+    mapping = {}
+    for item in _split_list(text):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SoftpromptError(f"{option}: expected VALUE=WORD pairs separated by commas, got {item!r}")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+def _split_list(text: str) -> list[str]:
+    """Comma-separated items; a backslash escapes a comma inside an item."""
+    items, current, chars = [], "", iter(text)
+    for char in chars:
+        if char == "\\":
+            current += next(chars, "")
+        elif char == ",":
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
+    return [item for item in items if item.strip()]
+
+
+def parse_labels(text: str) -> list[str]:
+    return [item.strip() for item in _split_list(text)]
+
+
+def labels_found(rows: Iterable[Row], label_field: str, source: str) -> list[str]:
+    """The label values of a file in first-seen order (the default for --labels)."""
+    found: dict[str, None] = {}
+    for number, row in enumerate(rows, 1):
+        if label_field not in row:
+            raise SoftpromptError(f"{source}: label field {label_field!r} is not a column")
+        found.setdefault(row[label_field])
+        if number == 1 and not row[label_field]:
+            raise SoftpromptError(f"{source} row 1: empty {label_field}")
+    return sorted(found)
+
+
+def split_dev(rows: list[Row], fraction: float, seed: int, label_field: str) -> tuple[list[Row], list[Row]]:
+    """Carve a stratified dev split from training rows (never tune on the test split)."""
+    if not 0 < fraction < 1:
+        raise SoftpromptError(f"--dev-fraction must be between 0 and 1, got {fraction}")
+    by_label: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_label.setdefault(row[label_field], []).append(index)
+    rng = random.Random(seed)
+    dev: set[int] = set()
+    for indices in by_label.values():
+        rng.shuffle(indices)
+        dev.update(indices[: max(1, round(len(indices) * fraction))])
+    return [r for i, r in enumerate(rows) if i not in dev], [r for i, r in enumerate(rows) if i in dev]

@@ -1,0 +1,297 @@
+"""The training loop: config -> data -> prompt -> steps, evaluation, checkpoints, metrics.jsonl, curves.png.
+
+Two recipes: the seed's (AdamW + linear schedule with warmup) and the paper's (Adafactor, constant
+lr 0.3, weight decay 1e-5, beta2 decay 0.8). Batch order depends only on (seed, epoch), and every
+checkpoint holds optimizer, scheduler and RNG state, so `--resume` ends on the same prompt, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint
+from .batching import chunks, target_batch
+from .errors import SoftpromptError
+from .lm import PromptedLM
+from .models import DEFAULT_MODEL, load_base
+from .prompt import init_prompt
+from .tasks import Row, Task, labels_found, load_named, parse_labels, parse_mapping, read_rows, split_dev
+from .tuned import TunedPrompt
+
+METRICS = ("loss", "accuracy", "macro_f1")
+
+
+@dataclass
+class TrainConfig:
+    """Every `softprompt train` option; a TOML file holds the same keys (dashes or underscores)."""
+
+    model: str = DEFAULT_MODEL
+    dtype: str = "float32"
+    task: str | None = None
+    train: str | None = None
+    eval: str | None = None
+    data_dir: str | None = None
+    dev_fraction: float = 0.0
+    template: str | None = None
+    label_field: str | None = None
+    labels: str | None = None
+    verbalizer: str | None = None
+    num_virtual_tokens: int = 8
+    init: str = "text"
+    init_text: str | None = None
+    init_range: float = 0.5
+    optimizer: str = "adamw"
+    lr: float | None = None
+    weight_decay: float | None = None
+    warmup_steps: int = 0
+    epochs: int = 50
+    max_steps: int = 0
+    batch_size: int = 8
+    eval_batch_size: int = 32
+    grad_accum: int = 1
+    max_grad_norm: float = 0.0
+    max_length: int = 64
+    eval_every: int = 0
+    keep_best: str | None = None
+    patience: int = 0
+    save_steps: int = 0
+    seed: int = 42
+    output: str = "runs/prompt"
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise SoftpromptError(f"{source}: unknown key {key!r}")
+            values[name] = value
+        return cls(**values)
+
+    def validate(self) -> None:
+        if self.optimizer not in ("adamw", "adafactor"):
+            raise SoftpromptError(f"--optimizer must be adamw or adafactor, got {self.optimizer!r}")
+        if self.keep_best not in (None, *METRICS):
+            raise SoftpromptError(f"--keep-best must be one of {', '.join(METRICS)}, got {self.keep_best!r}")
+        if (self.task is None) == (self.train is None):
+            raise SoftpromptError("give exactly one of --task NAME or --train FILE")
+        for name in ("batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) < 1:
+                raise SoftpromptError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def load_data(config: TrainConfig) -> tuple[Task, list[Row], list[Row] | None]:
+    """The task and its training rows, plus evaluation rows from --eval or a dev split carved from train."""
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    if config.task:
+        task, rows, source = load_named(config.task, "train", data_dir)
+        if config.template:
+            task.template = config.template
+    else:
+        if not config.template or not config.label_field:
+            raise SoftpromptError("--train needs --template and --label-field")
+        source, rows = config.train, read_rows(config.train)
+        labels = parse_labels(config.labels) if config.labels else labels_found(rows, config.label_field, source)
+        verbalizer = parse_mapping(config.verbalizer, "--verbalizer") if config.verbalizer else {}
+        task = Task(config.template, config.label_field, labels, verbalizer, name=Path(source).stem)
+    task.check(rows, source)
+    eval_rows = None
+    if config.eval:
+        eval_rows = read_rows(config.eval)
+        task.check(eval_rows, config.eval)
+    elif config.dev_fraction:
+        rows, eval_rows = split_dev(rows, config.dev_fraction, config.seed, task.label_field)
+    return task, rows, eval_rows
+
+
+def make_optimizer(config: TrainConfig, params, total_steps: int):
+    """(optimizer, scheduler) for the chosen recipe."""
+    if config.optimizer == "adafactor":
+        lr = 0.3 if config.lr is None else config.lr
+        decay = 1e-5 if config.weight_decay is None else config.weight_decay
+        optimizer = torch.optim.Adafactor(params, lr=lr, weight_decay=decay, beta2_decay=-0.8)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    lr = 3e-2 if config.lr is None else config.lr
+    decay = 0.01 if config.weight_decay is None else config.weight_decay
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+    warmup = config.warmup_steps
+
+    def linear(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffle of one epoch, a function of (seed, epoch) alone so a resumed run sees the same batches."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+
+
+class Trainer:
+    """Holds one run's state; `run()` trains to the end or to early stopping."""
+
+    def __init__(self, config: TrainConfig, base=None) -> None:
+        config.validate()
+        self.config = config
+        self.output = Path(config.output)
+        self.task, self.train_rows, self.eval_rows = load_data(config)
+        model, tokenizer = base or load_base(config.model, config.dtype)
+        init_text = config.init_text or self.task.init_text
+        prompt = init_prompt(
+            config.num_virtual_tokens, model.get_input_embeddings(), tokenizer, config.init, seed=config.seed,
+            init_text=init_text, label_words=self.task.label_words, init_range=config.init_range,
+        )
+        meta = {"init": config.init, "init_text": init_text, "seed": config.seed, "train_config": dataclasses.asdict(config)}
+        self.tuned = TunedPrompt(PromptedLM(model, prompt), tokenizer, self.task, config.max_length, meta)
+        self.encoded = [
+            (self.tuned.encoder.input_ids(row), self.tuned.encoder.label_ids[self.task.label_index(row)])
+            for row in self.train_rows
+        ]
+        micro_batches = math.ceil(len(self.encoded) / config.batch_size)
+        self.steps_per_epoch = math.ceil(micro_batches / config.grad_accum)
+        self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
+        self.optimizer, self.scheduler = make_optimizer(config, [prompt.embedding], self.total_steps)
+        self.progress = {"config": dataclasses.asdict(config), "step": 0, "epoch": 0, "batch": 0, "best": None, "bad_evals": 0, "window_loss": 0.0,
+                         "window_tokens": 0}
+
+    def resume(self, folder: Path) -> None:
+        prompt, self.progress = checkpoint.load_state(folder, self.optimizer, self.scheduler)
+        with torch.no_grad():
+            self.tuned.lm.prompt.embedding.copy_(prompt)
+        metrics = self.output / "metrics.jsonl"
+        if metrics.is_file():  # drop what the killed run logged after its last checkpoint
+            lines = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.progress["step"]]
+            checkpoint.atomic_write(metrics, "".join(line + "\n" for line in lines).encode())
+
+    def _log(self, record: dict) -> None:
+        with open(self.output / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _train_step(self, batch_items) -> None:
+        """One optimizer step over `grad_accum` micro-batches."""
+        lm, pad = self.tuned.lm, self.tuned.tokenizer.pad_token_id
+        tokens = sum(len(target) for items in batch_items for _, target in items)
+        for items in batch_items:
+            batch = target_batch([i for i, _ in items], [t for _, t in items], pad)
+            logprobs, valid = lm.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
+            loss_sum = -logprobs.sum()
+            (loss_sum / tokens).backward()
+            self.progress["window_loss"] += loss_sum.item()
+            self.progress["window_tokens"] += int(valid.sum())
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([lm.prompt.embedding], self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(lm.prompt.embedding).all():
+            raise SoftpromptError(
+                f"training diverged at step {self.progress['step'] + 1} (NaN/Inf in the prompt); "
+                f"the last good checkpoint is kept under {self.output / 'checkpoints'}; try a lower --lr"
+            )
+
+    def _evaluate(self) -> bool:
+        """Log train/eval metrics; returns True when early stopping should end the run."""
+        progress, config = self.progress, self.config
+        record = {"step": progress["step"], "epoch": progress["epoch"], "lr": self.scheduler.get_last_lr()[0]}
+        if progress["window_tokens"]:
+            train_loss = progress["window_loss"] / progress["window_tokens"]
+            record.update(train_loss=train_loss, train_ppl=math.exp(min(train_loss, 50.0)))
+        progress["window_loss"], progress["window_tokens"] = 0.0, 0
+        stop = False
+        if self.eval_rows:
+            result = self.tuned.evaluate(self.eval_rows, config.eval_batch_size)
+            record.update(eval_loss=result["loss"], eval_ppl=result["perplexity"],
+                          accuracy=result["accuracy"], macro_f1=result["macro_f1"])
+            if config.keep_best:
+                value = result[config.keep_best]
+                sign = -1 if config.keep_best == "loss" else 1
+                if progress["best"] is None or sign * value > sign * progress["best"]:
+                    progress["best"], progress["bad_evals"] = value, 0
+                    self.tuned.save_pretrained(self.output / "best", metrics=result, step=progress["step"])
+                else:
+                    progress["bad_evals"] += 1
+                    stop = bool(config.patience) and progress["bad_evals"] >= config.patience
+        self._log(record)
+        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        return stop
+
+    def _checkpoint(self) -> None:
+        files = checkpoint.state_files(self.tuned.lm.prompt.embedding, self.optimizer, self.scheduler, self.progress)
+        checkpoint.save_checkpoint(self.output / "checkpoints", self.progress["step"], files)
+
+    def run(self) -> TunedPrompt:
+        config, progress = self.config, self.progress
+        self.output.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=self.total_steps, initial=progress["step"], disable=not config.progress, unit="step")
+        stop = progress["step"] >= self.total_steps
+        while not stop:
+            order = epoch_order(len(self.encoded), config.seed, progress["epoch"])
+            micro = list(chunks([self.encoded[i] for i in order], config.batch_size))
+            steps = list(chunks(micro, config.grad_accum))
+            for index in range(progress["batch"], len(steps)):
+                self._train_step(steps[index])
+                progress["step"] += 1
+                progress["batch"] = index + 1
+                bar.update(1)
+                done = progress["step"] >= self.total_steps
+                if config.eval_every and progress["step"] % config.eval_every == 0:
+                    stop = self._evaluate()
+                if config.save_steps and progress["step"] % config.save_steps == 0:
+                    self._checkpoint()
+                if done or stop:
+                    stop = True
+                    break
+            if progress["batch"] == len(steps):
+                progress["epoch"] += 1
+                progress["batch"] = 0
+                if not config.eval_every:
+                    stop = self._evaluate() or stop
+                self._checkpoint()
+        bar.close()
+        return self._finish()
+
+    def _finish(self) -> TunedPrompt:
+        """Write the final prompt (the best one with --keep-best) and the curves."""
+        best = self.output / "best"
+        if self.config.keep_best and (best / checkpoint.WEIGHTS).is_file():
+            prompt, _, meta = checkpoint.load_prompt(best)
+            with torch.no_grad():
+                self.tuned.lm.prompt.embedding.copy_(prompt)
+            self.tuned.meta.update(metrics=meta.get("metrics"), step=meta.get("step"))
+        self.tuned.save_pretrained(self.output)
+        from .plots import plot_curves
+
+        plot_curves(self.output / "metrics.jsonl", self.output / "curves.png")
+        return self.tuned
+
+
+def resume_config(output: str | Path) -> TrainConfig:
+    """The config a run in `output` was started with, read from its newest checkpoint."""
+    folder = checkpoint.latest_checkpoint(Path(output) / "checkpoints")
+    if folder is None:
+        raise SoftpromptError(f"{output}: no checkpoint to resume from")
+    state = json.loads((folder / checkpoint.STATE_JSON).read_text())
+    return TrainConfig.from_dict(state["progress"]["config"], str(folder / checkpoint.STATE_JSON))
+
+
+def fit(config: TrainConfig, base=None, resume: bool = False) -> TunedPrompt:
+    """Train a prompt as `config` says; with `resume`, continue from the newest checkpoint in config.output."""
+    trainer = Trainer(config, base)
+    if resume:
+        folder = checkpoint.latest_checkpoint(trainer.output / "checkpoints")
+        if folder is None:
+            raise SoftpromptError(f"{trainer.output}: no checkpoint to resume from")
+        trainer.resume(folder)
+    return trainer.run()

@@ -1,0 +1,77 @@
+"""TunedPrompt: a soft prompt with its task on a base model — what `save_pretrained` writes and eval/predict use."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import checkpoint
+from .batching import Encoder
+from .errors import SoftpromptError
+from .evaluate import evaluate, label_scores
+from .lm import PromptedLM
+from .models import load_base
+from .prompt import SoftPrompt
+from .tasks import Row, Task
+
+
+@dataclass
+class TunedPrompt:
+    lm: PromptedLM
+    tokenizer: object
+    task: Task
+    max_length: int = 64
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.encoder = Encoder(self.task, self.tokenizer, self.max_length)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike,
+        base=None,
+        dtype: str = "float32",
+        model: str | None = None,
+        task: Task | None = None,
+    ) -> TunedPrompt:
+        """Load a prompt folder (ours, or PEFT's given `task`) on `base` = (model, tokenizer), else on the
+        model the folder names."""
+        _, config, meta = checkpoint.load_prompt(folder)
+        if task is None and "task" not in meta:
+            raise SoftpromptError(f"{folder}: no {checkpoint.META} with a task; pass the task's template and labels")
+        if base is None:
+            ref = model or meta.get("base_model") or config.get("base_model_name_or_path")
+            if not ref:
+                raise SoftpromptError(f"{folder}: names no base model; pass --model")
+            base = load_base(ref, dtype)
+        hidden = base[0].config.get_text_config().hidden_size
+        prompt, _, _ = checkpoint.load_prompt(folder, hidden)
+        task = task or Task.from_json(meta["task"])
+        return cls(PromptedLM(base[0], SoftPrompt(prompt)), base[1], task, meta.get("max_length", 64), meta)
+
+    def save_pretrained(self, folder: str | os.PathLike, **extra) -> None:
+        base = self.lm.base
+        init = self.meta.get("init", "random-uniform")
+        config = checkpoint.adapter_config(
+            self.lm.prompt.embedding, base.config, base.name_or_path, init, self.meta.get("init_text")
+        )
+        self.meta.update(task=self.task.to_json(), max_length=self.max_length, base_model=base.name_or_path, **extra)
+        checkpoint.save_prompt(Path(folder), self.lm.prompt.embedding, config, self.meta)
+
+    def evaluate(self, rows: Sequence[Row], batch_size: int = 32, **kwargs) -> dict[str, float]:
+        return evaluate(self.lm, self.encoder, rows, batch_size, **kwargs)
+
+    @torch.no_grad()
+    def predict(self, rows: Sequence[Row], batch_size: int = 32, length_normalize: bool = False) -> list[dict]:
+        """Per row: the predicted label and each label's log-likelihood."""
+        scores, lengths = label_scores(self.lm, self.encoder, rows, batch_size)
+        ranked = scores / lengths if length_normalize else scores
+        labels = self.task.labels
+        return [
+            {"label": labels[int(row.argmax())], "scores": dict(zip(labels, map(float, row)))} for row in ranked
+        ]

@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny random-weight Llama on the real SmolLM2 tokenizer, and the real default model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(os.environ.get("SOFTPROMPT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+os.environ.setdefault("SOFTPROMPT_DATA", str(DATA))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    assert (DATA / "README.md").is_file(), f"the shared data sets are expected at {DATA}"
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real embedded default model, loaded once per test session (frozen, float32)."""
+    from softprompt.models import load_base
+
+    return load_base("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, smollm2) -> Path:
+    """A 2-layer random-weight Llama saved as a local HF folder, with SmolLM2's real tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = smollm2[1]
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    from softprompt.models import load_base
+
+    return load_base(str(tiny_dir))
+
+
+@pytest.fixture()
+def csv_file(tmp_path):
+    """Write rows (first row = header) to a CSV file and return its path."""
+    import csv
+
+    def write(rows, name="data.csv"):
+        path = tmp_path / name
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows(rows)
+        return path
+
+    return write

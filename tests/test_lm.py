@@ -1,0 +1,103 @@
+"""PromptedLM: the shared prompt cache equals plain concatenation; cached generation equals recompute."""
+
+import pytest
+import torch
+from transformers import BloomConfig, BloomForCausalLM, GPT2Config, GPT2LMHeadModel
+
+from softprompt.batching import pad_left
+from softprompt.lm import PromptedLM
+from softprompt.prompt import init_prompt
+
+TEXTS = [
+    "@united my flight was delayed three hours and nobody told us anything",
+    "Thanks for the quick reply!",
+    "I have been on hold with customer service for forty minutes, this is the worst airline ever",
+]
+
+
+def _batch(tokenizer):
+    return pad_left([tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS], tokenizer.pad_token_id)
+
+
+def _loss_and_grad(lm: PromptedLM, ids, mask, lengths):
+    lm.prompt.embedding.grad = None
+    loss = lm.loss(ids, mask, lengths)
+    loss.backward()
+    return loss.detach(), lm.prompt.embedding.grad.clone()
+
+
+@pytest.mark.parametrize("n_tokens", [1, 20])
+def test_shared_cache_matches_concatenation_real_model(smollm2, n_tokens):
+    model, tokenizer = smollm2
+    prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=n_tokens)
+    ids, mask = _batch(tokenizer)
+    lengths = torch.tensor([3, 2, 4])
+    fast = _loss_and_grad(PromptedLM(model, prompt, share_prompt_cache=True), ids, mask, lengths)
+    plain = _loss_and_grad(PromptedLM(model, prompt, share_prompt_cache=False), ids, mask, lengths)
+    assert torch.allclose(fast[0], plain[0], rtol=1e-5)
+    assert (fast[1] - plain[1]).norm() / plain[1].norm() < 1e-4
+
+
+def test_left_padding_does_not_change_a_row(smollm2):
+    """Pads between prompt and text are invisible: a padded row scores as it does alone."""
+    model, tokenizer = smollm2
+    lm = PromptedLM(model, init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify:"))
+    ids, mask = _batch(tokenizer)
+    with torch.no_grad():
+        batched, _ = lm.target_logprobs(ids, mask, torch.tensor([2, 2, 2]))
+        alone_ids = torch.tensor([tokenizer(TEXTS[1], add_special_tokens=False)["input_ids"]])
+        alone, _ = lm.target_logprobs(alone_ids, torch.ones_like(alone_ids), torch.tensor([2]))
+    assert mask[1].sum() < mask.shape[1]
+    assert torch.allclose(batched[1], alone[0], atol=1e-4)
+
+
+def test_greedy_generation_cached_equals_recompute_real_model(smollm2):
+    model, tokenizer = smollm2
+    lm = PromptedLM(model, init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Reply:"))
+    ids, mask = _batch(tokenizer)
+    cached = lm.generate(ids, mask, 16, tokenizer.eos_token_id)
+    recompute = PromptedLM(model, lm.prompt, share_prompt_cache=False).generate(
+        ids, mask, 16, tokenizer.eos_token_id, use_cache=False
+    )
+    assert cached == recompute
+    assert all(len(row) > 0 for row in cached)
+
+
+def test_inference_cache_follows_prompt_changes(tiny):
+    model, tokenizer = tiny
+    lm = PromptedLM(model, init_prompt(4, model.get_input_embeddings(), tokenizer, "random-uniform"))
+    ids, mask = _batch(tokenizer)
+    lengths = torch.tensor([2, 2, 2])
+    with torch.no_grad():
+        first = lm.target_logprobs(ids, mask, lengths)[0]
+        again = lm.target_logprobs(ids, mask, lengths)[0]
+        lm.prompt.embedding.add_(0.5)  # an optimizer step is an in-place update like this one
+        changed = lm.target_logprobs(ids, mask, lengths)[0]
+        fresh = PromptedLM(model, lm.prompt, share_prompt_cache=False).target_logprobs(ids, mask, lengths)[0]
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, changed)
+    assert torch.allclose(changed, fresh, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: GPT2LMHeadModel(GPT2Config(vocab_size=v, n_embd=32, n_layer=2, n_head=4, n_positions=256)),
+        lambda v: BloomForCausalLM(BloomConfig(vocab_size=v, hidden_size=32, n_layer=2, n_head=4)),
+    ],
+    ids=["gpt2", "bloom"],
+)
+def test_other_architectures(smollm2, make):
+    """GPT-2 (learned positions) and BLOOM (ALiBi) keep working on both paths."""
+    tokenizer = smollm2[1]
+    torch.manual_seed(0)
+    model = make(len(tokenizer)).eval().requires_grad_(False)
+    prompt = init_prompt(5, model.get_input_embeddings(), tokenizer, "random-uniform", seed=1)
+    ids, mask = _batch(tokenizer)
+    lengths = torch.tensor([2, 3, 2])
+    fast = _loss_and_grad(PromptedLM(model, prompt, share_prompt_cache=True), ids, mask, lengths)
+    plain = _loss_and_grad(PromptedLM(model, prompt, share_prompt_cache=False), ids, mask, lengths)
+    assert torch.allclose(fast[0], plain[0], rtol=1e-5)
+    assert (fast[1] - plain[1]).norm() / plain[1].norm() < 1e-4
+    lm = PromptedLM(model, prompt)
+    assert lm.generate(ids, mask, 6, None) == lm.generate(ids, mask, 6, None, use_cache=False)

@@ -1,0 +1,100 @@
+"""Training: determinism, resume after SIGKILL bit for bit, both recipes, and a short real-model run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from softprompt import checkpoint
+from softprompt.train import TrainConfig, fit
+from softprompt.tuned import TunedPrompt
+
+
+def _config(tiny_dir, data_dir, output, **overrides) -> TrainConfig:
+    values = dict(
+        model=str(tiny_dir), train=str(data_dir / "raft_twitter_complaints/train.csv"),
+        template="Tweet text : {Tweet text} Label : ", label_field="Label", dev_fraction=0.2,
+        num_virtual_tokens=4, init="sampled-vocab", epochs=3, batch_size=8, output=str(output), progress=False,
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def _prompt(folder: Path) -> torch.Tensor:
+    return load_file(str(folder / checkpoint.WEIGHTS))["prompt_embeddings"]
+
+
+def test_same_seed_same_prompt_other_seed_other_prompt(tiny, tiny_dir, data_dir, tmp_path):
+    a = fit(_config(tiny_dir, data_dir, tmp_path / "a"), base=tiny).lm.prompt.embedding.detach().clone()
+    b = fit(_config(tiny_dir, data_dir, tmp_path / "b"), base=tiny).lm.prompt.embedding.detach().clone()
+    c = fit(_config(tiny_dir, data_dir, tmp_path / "c", seed=7), base=tiny).lm.prompt.embedding.detach().clone()
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert {"train_loss", "train_ppl", "eval_loss", "eval_ppl", "accuracy", "macro_f1"} <= records[-1].keys()
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 1000
+
+
+def test_adafactor_keep_best_and_grad_accum(tiny, tiny_dir, data_dir, tmp_path):
+    config = _config(tiny_dir, data_dir, tmp_path / "run", optimizer="adafactor", keep_best="loss",
+                     grad_accum=2, epochs=4, max_grad_norm=1.0)
+    tuned = fit(config, base=tiny)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    best = min(records, key=lambda r: r["eval_loss"])
+    assert tuned.meta["step"] == best["step"]
+    assert torch.equal(_prompt(tmp_path / "run"), _prompt(tmp_path / "run" / "best"))
+    assert records[0]["lr"] == pytest.approx(0.3)
+
+
+def _train_cli(config: TrainConfig, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "softprompt", "train"]
+    for key in ("model", "train", "template", "label_field", "dev_fraction", "num_virtual_tokens", "init",
+                "epochs", "batch_size", "output", "save_steps", "seed"):
+        args += [f"--{key.replace('_', '-')}", str(getattr(config, key))]
+    return args + ["--no-progress", *extra]
+
+
+def test_resume_after_sigkill_is_bit_identical(tiny_dir, data_dir, tmp_path):
+    """Kill a CLI training run mid-way, resume it, and get exactly the uninterrupted run's prompt."""
+    config = _config(tiny_dir, data_dir, tmp_path / "killed", epochs=30, save_steps=1)
+    straight = _config(tiny_dir, data_dir, tmp_path / "straight", epochs=30, save_steps=1)
+    proc = subprocess.Popen(_train_cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(checkpoints.glob("step-0000002*")):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped_at = checkpoint.latest_checkpoint(checkpoints)
+    assert stopped_at is not None and proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / checkpoint.WEIGHTS).exists()  # it really stopped before the end
+    resumed = subprocess.run([sys.executable, "-m", "softprompt", "train", "--resume", str(tmp_path / "killed")],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    subprocess.run(_train_cli(straight), check=True, capture_output=True, timeout=300)
+    assert torch.equal(_prompt(tmp_path / "killed"), _prompt(tmp_path / "straight"))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # nothing logged twice across the kill
+
+
+@pytest.mark.slow
+def test_real_model_learns_twitter_complaints(smollm2, data_dir, tmp_path):
+    """A short run of the seed recipe on the real default model lowers the held-out label loss."""
+    config = TrainConfig(task="raft/twitter_complaints", data_dir=str(data_dir), dev_fraction=0.2, epochs=3,
+                         output=str(tmp_path / "run"), progress=False)
+    tuned = fit(config, base=smollm2)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["eval_loss"] < records[0]["eval_loss"]
+    loaded = TunedPrompt.from_pretrained(tmp_path / "run", base=smollm2)
+    assert torch.equal(loaded.lm.prompt.embedding, tuned.lm.prompt.embedding)
+    rows = [{"Tweet text": "@united you lost my bag again, worst service ever"}, {"Tweet text": "what a lovely day"}]
+    predictions = loaded.predict(rows)
+    assert [set(p["scores"]) for p in predictions] == [{"complaint", "no complaint"}] * 2
+    assert all(p["label"] == max(p["scores"], key=p["scores"].get) for p in predictions)

@@ -36,24 +36,38 @@ class Encoder:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def input_ids(self, row: Row) -> list[int]:
-        """The rendered template, cut in the middle so the template's tail (e.g. "Label : ") survives."""
-        ids = self._ids(self.task.render(row))
+        """The rendered template with the tokenizer's own leading special tokens (BOS where the model
+        expects one, as PEFT's recipe tokenises), cut in the middle so the template's tail survives."""
+        ids = self.tokenizer(self.task.render(row))["input_ids"]
+        if ids and ids[-1] == self.tokenizer.eos_token_id:
+            ids = ids[:-1]
         if len(ids) <= self.input_budget:
             return ids
         keep_head = self.input_budget - self.tail_length
         return ids[:keep_head] + (ids[len(ids) - self.tail_length :] if self.tail_length else [])
 
 
-def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad to the longest sequence: (ids, attention mask)."""
+def _pad(sequences: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
         if seq:
-            ids[row, width - len(seq) :] = torch.tensor(seq)
-            mask[row, width - len(seq) :] = 1
+            ids[row, span] = torch.tensor(seq)
+            mask[row, span] = 1
     return ids, mask
+
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad to the longest sequence: (ids, attention mask). Inputs are left-padded so every row ends
+    at the last column, where generation and the first label token continue."""
+    return _pad(sequences, pad_id, left=True)
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (label continuations, which all start right after their input)."""
+    return _pad(sequences, pad_id, left=False)
 
 
 @dataclass

@@ -169,6 +169,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bar and one-line errors only
     try:
         {"train": _train, "eval": _eval, "predict": _predict}[args.command](args)
     except SoftpromptError as exc:

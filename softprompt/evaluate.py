@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from .batching import Encoder, chunks, pad_left, target_batch
+from .batching import Encoder, chunks, pad_left
 from .lm import PromptedLM
 from .tasks import Row
 
@@ -21,12 +21,9 @@ def label_scores(
     labels = encoder.label_ids
     pad = encoder.tokenizer.pad_token_id
     scores = []
-    for chunk in chunks(rows, max(1, batch_size // len(labels))):
-        inputs = [encoder.input_ids(row) for row in chunk]
-        pairs = [(i, t) for i in inputs for t in labels]
-        batch = target_batch([i for i, _ in pairs], [t for _, t in pairs], pad)
-        logprobs, _ = lm.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
-        scores.append(logprobs.sum(1).view(len(chunk), len(labels)))
+    for chunk in chunks(rows, batch_size):
+        ids, mask = pad_left([encoder.input_ids(row) for row in chunk], pad)
+        scores.append(lm.continuation_logprobs(ids, mask, labels))
     return torch.cat(scores), torch.tensor([len(t) for t in labels], dtype=torch.float32)
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
+from .batching import pad_right, target_batch
 from .prompt import SoftPrompt
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -65,11 +66,16 @@ class PromptedLM(nn.Module):
         return kv
 
     def hidden_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: DynamicCache | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache: DynamicCache | None = None,
+        with_prompt: bool = False,
     ) -> tuple[torch.Tensor, DynamicCache | None]:
         """Final hidden states of the text positions [B, T, d] with the prompt in front.
 
         Returns the cache (prompt + text) on the shared path, for generation and label scoring.
+        `with_prompt` (plain path only) also returns the prompt positions, [B, N + T, d], as PEFT does.
         """
         batch, _ = input_ids.shape
         embeds = self.base.get_input_embeddings()(input_ids)
@@ -80,7 +86,7 @@ class PromptedLM(nn.Module):
                 attention_mask=full_mask,
                 position_ids=_positions(full_mask, 0),
             )
-            return out.last_hidden_state[:, self.n_prompt :], None
+            return out.last_hidden_state[:, 0 if with_prompt else self.n_prompt :], None
         if cache is None:
             cache = self.expanded_cache(self.prompt_kv(), batch)
             past_mask = attention_mask.new_ones(batch, self.n_prompt)
@@ -130,6 +136,42 @@ class PromptedLM(nn.Module):
         logprobs = F.log_softmax(self.logits(hidden[rows, target_pos - 1]), dim=-1)
         picked = logprobs.gather(-1, input_ids[rows, target_pos].unsqueeze(-1)).squeeze(-1)
         return picked * valid, valid
+
+    def continuation_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuations: list[list[int]]
+    ) -> torch.Tensor:
+        """[B, L] summed log-probabilities of each of L continuations after each left-padded row.
+
+        On the shared path the inputs run once; their cache is then repeated for the L continuations,
+        so the work grows with the label tokens, not with labels x input length.
+        """
+        if not self.share_prompt_cache:
+            return self._continuation_logprobs_plain(input_ids, attention_mask, continuations)
+        batch, n_labels = input_ids.shape[0], len(continuations)
+        cont_ids, cont_mask = (t.to(input_ids.device) for t in pad_right(continuations))
+        hidden, cache = self.hidden_states(input_ids, attention_mask)
+        first = F.log_softmax(self.logits(hidden[:, -1]), dim=-1)
+        scores = first[:, cont_ids[:, 0]]
+        if cont_ids.shape[1] > 1:
+            cache.batch_repeat_interleave(n_labels)
+            cache.attention_mask = cache.attention_mask.repeat_interleave(n_labels, dim=0)
+            step_ids, step_mask = cont_ids[:, :-1].repeat(batch, 1), cont_mask[:, :-1].repeat(batch, 1)
+            hidden, _ = self.hidden_states(step_ids, step_mask, cache)
+            logprobs = F.log_softmax(self.logits(hidden), dim=-1)
+            picked = logprobs.gather(-1, cont_ids[:, 1:].repeat(batch, 1).unsqueeze(-1)).squeeze(-1)
+            scores = scores + (picked * cont_mask[:, 1:].repeat(batch, 1)).sum(1).view(batch, n_labels)
+        return scores
+
+    def _continuation_logprobs_plain(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuations: list[list[int]]
+    ) -> torch.Tensor:
+        """The reference: one full sequence per (row, continuation)."""
+        lengths = attention_mask.sum(1).tolist()
+        rows = [ids[len(ids) - n :] for ids, n in zip(input_ids.tolist(), lengths)]
+        pairs = [(row, c) for row in rows for c in continuations]
+        batch = target_batch([r for r, _ in pairs], [c for _, c in pairs], pad_id=0)  # pads are masked out
+        logprobs, _ = self.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
+        return logprobs.sum(1).view(len(rows), len(continuations))
 
     def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood over all target tokens of the batch (as HF's -100 labels give)."""

@@ -7,6 +7,7 @@ row's fields filled in) and the label's word (the verbalizer's, else the label v
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -21,6 +22,13 @@ from typing import Iterable
 from .errors import SoftpromptError
 
 Row = dict[str, str]
+
+
+class _FieldFormatter(string.Formatter):
+    """str.format with whole field names as keys, so columns like "a.b" or "x[0]" work."""
+
+    def get_field(self, field_name, args, kwargs):
+        return kwargs[field_name], field_name
 
 
 @dataclass
@@ -47,7 +55,7 @@ class Task:
         return [self.verbalizer.get(label, label) for label in self.labels]
 
     def render(self, row: Row) -> str:
-        return self.template.format_map({name: row.get(name, "") for name in self.fields})
+        return _FieldFormatter().vformat(self.template, (), {name: row.get(name, "") for name in self.fields})
 
     def check(self, rows: list[Row], source: str, labelled: bool = True) -> None:
         """Fail on the first problem with a message naming the source, row and field."""
@@ -59,14 +67,17 @@ class Task:
                 raise SoftpromptError(
                     f"{source}: template field {{{name}}} is not a column (columns: {', '.join(columns)})"
                 )
-        if not labelled:
-            return
-        if self.label_field is None or self.label_field not in columns:
+        if labelled and (self.label_field is None or self.label_field not in columns):
             raise SoftpromptError(
                 f"{source}: label field {self.label_field!r} is not a column (columns: {', '.join(columns)})"
             )
         known = set(self.labels)
         for number, row in enumerate(rows, 1):
+            missing = [name for name in self.fields if name not in row]
+            if missing:
+                raise SoftpromptError(f"{source} row {number}: no field {missing[0]!r}")
+            if not labelled:
+                continue
             value = row.get(self.label_field)
             if value not in known:
                 raise SoftpromptError(
@@ -101,19 +112,22 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
     file = Path(spec)
     if not file.is_file():
         raise SoftpromptError(f"{spec}: no such file")
+    data = file.read_bytes()
     try:
-        with open(file, encoding="utf-8-sig", newline="") as handle:
-            suffix = file.suffix.lower()
-            if suffix in (".jsonl", ".json"):
-                rows = _read_jsonl(handle, spec)
-            elif suffix in (".tsv", ".txt"):
-                rows = _read_delimited(handle, spec, "\t", csv.QUOTE_NONE)
-            elif suffix == ".csv":
-                rows = _read_delimited(handle, spec, ",", csv.QUOTE_MINIMAL)
-            else:
-                raise SoftpromptError(f"{spec}: unknown file type {suffix!r} (use .csv, .tsv or .jsonl)")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SoftpromptError(f"{spec}: not UTF-8 text (bad byte at offset {exc.start})") from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SoftpromptError(f"{spec}: not UTF-8 text (bad byte at offset {exc.start}, line {line})") from None
+    handle = io.StringIO(text.removeprefix("\ufeff"), newline="")
+    suffix = file.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = _read_jsonl(handle, spec)
+    elif suffix in (".tsv", ".txt"):
+        rows = _read_delimited(handle, spec, "\t", csv.QUOTE_NONE)
+    elif suffix == ".csv":
+        rows = _read_delimited(handle, spec, ",", csv.QUOTE_MINIMAL)
+    else:
+        raise SoftpromptError(f"{spec}: unknown file type {suffix!r} (use .csv, .tsv or .jsonl)")
     if not rows:
         raise SoftpromptError(f"{spec}: no rows")
     return rows
@@ -255,14 +269,14 @@ def parse_labels(text: str) -> list[str]:
 
 
 def labels_found(rows: Iterable[Row], label_field: str, source: str) -> list[str]:
-    """The label values of a file in first-seen order (the default for --labels)."""
-    found: dict[str, None] = {}
+    """The label values of a file, sorted so label order never depends on row order (default for --labels)."""
+    found: set[str] = set()
     for number, row in enumerate(rows, 1):
         if label_field not in row:
             raise SoftpromptError(f"{source}: label field {label_field!r} is not a column")
-        found.setdefault(row[label_field])
-        if number == 1 and not row[label_field]:
-            raise SoftpromptError(f"{source} row 1: empty {label_field}")
+        if not row[label_field].strip():
+            raise SoftpromptError(f"{source} row {number}: empty {label_field}")
+        found.add(row[label_field])
     return sorted(found)
 
 

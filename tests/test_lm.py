@@ -101,3 +101,17 @@ def test_other_architectures(smollm2, make):
     assert (fast[1] - plain[1]).norm() / plain[1].norm() < 1e-4
     lm = PromptedLM(model, prompt)
     assert lm.generate(ids, mask, 6, None) == lm.generate(ids, mask, 6, None, use_cache=False)
+
+
+def test_label_scoring_in_one_pass_equals_full_sequences(smollm2):
+    """Scoring labels by repeating the inputs' cache gives the scores of one full sequence per label."""
+    model, tokenizer = smollm2
+    prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify the tweet:")
+    labels = [tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+              for w in ("complaint", "no complaint", "maybe")]
+    ids, mask = _batch(tokenizer)
+    with torch.no_grad():
+        fast = PromptedLM(model, prompt).continuation_logprobs(ids, mask, labels)
+        plain = PromptedLM(model, prompt, share_prompt_cache=False).continuation_logprobs(ids, mask, labels)
+    assert fast.shape == (3, 3)
+    assert torch.allclose(fast, plain, atol=1e-4)

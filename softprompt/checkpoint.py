@@ -108,7 +108,9 @@ def load_prompt(folder: str | os.PathLike, hidden_size: int | None = None) -> tu
         raise SoftpromptError(f"{weights}: no 'prompt_embeddings' tensor (found: {', '.join(tensors) or 'none'})")
     prompt = tensors["prompt_embeddings"]
     if prompt.dim() != 2 or not prompt.is_floating_point():
-        raise SoftpromptError(f"{weights}: prompt_embeddings must be a 2-D float matrix, got {prompt.dtype} {tuple(prompt.shape)}")
+        raise SoftpromptError(
+            f"{weights}: prompt_embeddings must be a 2-D float matrix, got {prompt.dtype} {tuple(prompt.shape)}"
+        )
     n_virtual = config.get("num_virtual_tokens", prompt.shape[0])
     if prompt.shape[0] < n_virtual:
         raise SoftpromptError(f"{weights}: {prompt.shape[0]} rows but num_virtual_tokens is {n_virtual}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import sys
 import tomllib
@@ -61,7 +62,9 @@ def _train_parser(sub) -> None:
         if field.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=TRAIN_HELP[field.name])
         else:
-            parser.add_argument(flag, type=kind, default=None, help=f"{TRAIN_HELP[field.name]} (default: {field.default})")
+            parser.add_argument(
+                flag, type=kind, default=None, help=f"{TRAIN_HELP[field.name]} (default: {field.default})"
+            )
 
 
 def _prompt_args(parser: argparse.ArgumentParser) -> None:
@@ -86,11 +89,41 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     evaluate = sub.add_parser("eval", help="held-out metrics as one JSON line", description="Evaluate a prompt.")
     _prompt_args(evaluate)
-    evaluate.add_argument("--method", choices=("rank", "generate"), default="rank",
-                          help="rank labels by log-likelihood, or generate and match the label word")
+    evaluate.add_argument(
+        "--method",
+        choices=("rank", "generate"),
+        default="rank",
+        help="rank labels by log-likelihood, or generate and match the label word",
+    )
     predict = sub.add_parser("predict", help="write predictions to CSV or JSONL", description="Predict labels.")
     _prompt_args(predict)
     predict.add_argument("--output", required=True, help="predictions file (.csv or .jsonl)")
+    predict.add_argument("--server", metavar="URL", help="ask a `softprompt serve` server; PROMPT is its task name")
+    serve = sub.add_parser(
+        "serve",
+        help="serve many prompts over HTTP",
+        description="Serve prompts over HTTP: one "
+        "frozen model, every prompt folder under --prompts, mixed-task batches.",
+    )
+    serve.add_argument("--model", default="smollm2-135m", help="base model (default: smollm2-135m)")
+    serve.add_argument("--prompts", required=True, help="folder of prompt folders; each folder's name is a task")
+    serve.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, default=32, help="rows per model forward")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    serve.add_argument("--max-queue", type=int, default=1024, help="waiting requests before 503")
+    serve.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="merge concurrent requests into one forward",
+    )
+    serve.add_argument("--max-items", type=int, default=64, help="inputs per request")
+    serve.add_argument("--max-input-tokens", type=int, default=512, help="tokens per input")
+    serve.add_argument("--max-new-tokens", type=int, default=256, help="largest max_tokens for completions")
+    serve.add_argument("--max-body-bytes", type=int, default=2**20, help="largest request body")
+    serve.add_argument("--admin-token-file", help="enables PUT/DELETE /v1/tasks/NAME with this bearer token")
     return parser
 
 
@@ -106,7 +139,9 @@ def _train(args: argparse.Namespace) -> None:
             values = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise SoftpromptError(f"{args.config}: {exc}") from None
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    flags = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
+    }
     config = TrainConfig.from_dict({**values, **flags}, args.config or "flags")
     tuned = fit(config)
     print(f"saved prompt to {config.output}", file=sys.stderr)
@@ -114,7 +149,7 @@ def _train(args: argparse.Namespace) -> None:
         print(json.dumps(tuned.meta["metrics"]))
 
 
-def _rows(args: argparse.Namespace, tuned) -> list[dict]:
+def _rows(args: argparse.Namespace) -> tuple[list[dict], str]:
     from .tasks import load_named, read_rows
 
     if bool(args.data) == bool(args.task):
@@ -135,7 +170,7 @@ def _load(args: argparse.Namespace):
 
 def _eval(args: argparse.Namespace) -> None:
     tuned = _load(args)
-    rows, source = _rows(args, tuned)
+    rows, source = _rows(args)
     tuned.task.check(rows, source)
     result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize)
     print(json.dumps({"data": source, **result}))
@@ -144,18 +179,18 @@ def _eval(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from .checkpoint import atomic_write
 
-    tuned = _load(args)
-    rows, source = _rows(args, tuned)
-    tuned.task.check(rows, source, labelled=False)
-    predictions = tuned.predict(rows, args.batch_size, args.length_normalize)
+    rows, source = _rows(args)
+    if args.server:
+        predictions, labels = _predict_remote(args.server, args.prompt, rows, args.batch_size)
+    else:
+        tuned = _load(args)
+        tuned.task.check(rows, source, labelled=False)
+        predictions, labels = tuned.predict(rows, args.batch_size, args.length_normalize), tuned.task.labels
     output = Path(args.output)
     if output.suffix == ".jsonl":
         text = "".join(json.dumps(p) + "\n" for p in predictions)
     elif output.suffix == ".csv":
-        import io
-
         buffer = io.StringIO()
-        labels = tuned.task.labels
         writer = csv.writer(buffer)
         writer.writerow(["row", "label", *[f"score:{label}" for label in labels]])
         for number, p in enumerate(predictions, 1):
@@ -167,13 +202,54 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"wrote {len(predictions)} predictions to {output}", file=sys.stderr)
 
 
+def _predict_remote(url: str, task: str, rows: list[dict], batch_size: int) -> tuple[list[dict], list[str]]:
+    """The same predictions, computed by a `softprompt serve` server (PROMPT is then the task's name)."""
+    from .client import Client
+
+    client = Client(url)
+    labels = next((t["labels"] for t in client.tasks() if t["name"] == task), None)
+    if labels is None:
+        raise SoftpromptError(f"{url}: no task {task!r}")
+    predictions = []
+    for start in range(0, len(rows), batch_size):
+        reply = client.classify(task, rows[start : start + batch_size], return_scores=True)
+        predictions += [{"label": label, "scores": scores} for label, scores in zip(reply["labels"], reply["scores"])]
+    return predictions, labels
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from .serve.app import Limits
+    from .serve.server import serve
+
+    limits = Limits(
+        max_items=args.max_items,
+        max_input_tokens=args.max_input_tokens,
+        max_new_tokens=args.max_new_tokens,
+        max_body_bytes=args.max_body_bytes,
+    )
+    serve(
+        args.host,
+        args.port,
+        model=args.model,
+        prompts=args.prompts,
+        dtype=args.dtype,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        batching=args.batching,
+        limits=limits,
+        admin_token_file=args.admin_token_file,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bar and one-line errors only
     try:
-        {"train": _train, "eval": _eval, "predict": _predict}[args.command](args)
+        commands = {"train": _train, "eval": _eval, "predict": _predict, "serve": _serve}
+        commands[args.command](args)
     except SoftpromptError as exc:
         print(f"softprompt: error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -19,12 +19,23 @@ def label_scores(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log-probabilities of each label's tokens (word + EOS) after each row: ([N, L], lengths [L])."""
     labels = encoder.label_ids
-    pad = encoder.tokenizer.pad_token_id
-    scores = []
-    for chunk in chunks(rows, batch_size):
-        ids, mask = pad_left([encoder.input_ids(row) for row in chunk], pad)
-        scores.append(lm.continuation_logprobs(ids, mask, labels))
-    return torch.cat(scores), torch.tensor([len(t) for t in labels], dtype=torch.float32)
+    scores = by_length(
+        encoder, rows, batch_size, lambda ids, mask: lm.continuation_logprobs(ids, mask, [labels] * len(ids))
+    )
+    return torch.stack(scores), torch.tensor([len(t) for t in labels], dtype=torch.float32)
+
+
+def by_length(encoder: Encoder, rows: Sequence[Row], batch_size: int, run: Callable) -> list:
+    """`run(ids, mask)` over batches of rows of similar length (so little of a batch is padding),
+    with its per-row results put back in the rows' order."""
+    inputs = [encoder.input_ids(row) for row in rows]
+    order = sorted(range(len(rows)), key=lambda i: len(inputs[i]))
+    results: list = [None] * len(rows)
+    for chunk in chunks(order, batch_size):
+        ids, mask = pad_left([inputs[i] for i in chunk], encoder.tokenizer.pad_token_id)
+        for index, value in zip(chunk, run(ids, mask)):
+            results[index] = value
+    return results
 
 
 @torch.no_grad()
@@ -34,13 +45,10 @@ def generate_labels(
     """Generate after each row and match the text to a label word; -1 when nothing matches."""
     tokenizer = encoder.tokenizer
     words = [w.strip().lower() for w in encoder.task.label_words]
-    predictions = []
-    for chunk in chunks(rows, batch_size):
-        ids, mask = pad_left([encoder.input_ids(row) for row in chunk], tokenizer.pad_token_id)
-        for tokens in lm.generate(ids, mask, max_new_tokens, tokenizer.eos_token_id):
-            text = tokenizer.decode(tokens, skip_special_tokens=True).strip().lower()
-            predictions.append(_match(text, words))
-    return predictions
+    generated = by_length(
+        encoder, rows, batch_size, lambda ids, mask: lm.generate(ids, mask, max_new_tokens, tokenizer.eos_token_id)
+    )
+    return [_match(tokenizer.decode(tokens, skip_special_tokens=True).strip().lower(), words) for tokens in generated]
 
 
 def _match(text: str, words: list[str]) -> int:

@@ -12,6 +12,8 @@ nothing, and the LM head runs only at the positions a caller asks for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +40,7 @@ class PromptedLM(nn.Module):
         self.share_prompt_cache = share_prompt_cache
         self._kv_key: tuple | None = None
         self._kv: KV | None = None
+        self.kv_hits = 0  # inference calls answered from the kept prompt cache (a serving metric)
 
     @property
     def n_prompt(self) -> int:
@@ -58,6 +61,7 @@ class PromptedLM(nn.Module):
         key = (id(param), param._version, param.data_ptr())
         grad = torch.is_grad_enabled() and param.requires_grad
         if not grad and self._kv_key == key and self._kv is not None:
+            self.kv_hits += 1
             return self._kv
         out = self.base.base_model(inputs_embeds=self._prompt_embeds(1), use_cache=True)
         kv = [(layer.keys, layer.values) for layer in out.cache.layers]
@@ -138,40 +142,45 @@ class PromptedLM(nn.Module):
         return picked * valid, valid
 
     def continuation_logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuations: list[list[int]]
-    ) -> torch.Tensor:
-        """[B, L] summed log-probabilities of each of L continuations after each left-padded row.
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        continuations: Sequence[Sequence[list[int]]],
+        cache: DynamicCache | None = None,
+    ) -> list[torch.Tensor]:
+        """Summed log-probabilities of each row's continuations (row i: `continuations[i]`, e.g. its labels).
 
-        On the shared path the inputs run once; their cache is then repeated for the L continuations,
-        so the work grows with the label tokens, not with labels x input length.
+        On the shared path the inputs run once; the cache rows are then repeated once per continuation,
+        so the work grows with the label tokens, not with labels x input length. `cache` (from
+        `mixed_prompt_cache`) lets each row carry another task's prompt.
         """
-        if not self.share_prompt_cache:
+        if cache is None and not self.share_prompt_cache:
             return self._continuation_logprobs_plain(input_ids, attention_mask, continuations)
-        batch, n_labels = input_ids.shape[0], len(continuations)
-        cont_ids, cont_mask = (t.to(input_ids.device) for t in pad_right(continuations))
-        hidden, cache = self.hidden_states(input_ids, attention_mask)
-        first = F.log_softmax(self.logits(hidden[:, -1]), dim=-1)
-        scores = first[:, cont_ids[:, 0]]
+        hidden, cache = self.hidden_states(input_ids, attention_mask, cache)
+        owners = torch.tensor([row for row, conts in enumerate(continuations) for _ in conts])
+        flat = [cont for conts in continuations for cont in conts]
+        cont_ids, cont_mask = (t.to(input_ids.device) for t in pad_right(flat))
+        first = F.log_softmax(self.logits(hidden[:, -1]), dim=-1)[owners]
+        scores = first.gather(1, cont_ids[:, :1]).squeeze(1)
         if cont_ids.shape[1] > 1:
-            cache.batch_repeat_interleave(n_labels)
-            cache.attention_mask = cache.attention_mask.repeat_interleave(n_labels, dim=0)
-            step_ids, step_mask = cont_ids[:, :-1].repeat(batch, 1), cont_mask[:, :-1].repeat(batch, 1)
-            hidden, _ = self.hidden_states(step_ids, step_mask, cache)
+            cache.batch_select_indices(owners)
+            cache.attention_mask = cache.attention_mask[owners]
+            hidden, _ = self.hidden_states(cont_ids[:, :-1], cont_mask[:, :-1], cache)
             logprobs = F.log_softmax(self.logits(hidden), dim=-1)
-            picked = logprobs.gather(-1, cont_ids[:, 1:].repeat(batch, 1).unsqueeze(-1)).squeeze(-1)
-            scores = scores + (picked * cont_mask[:, 1:].repeat(batch, 1)).sum(1).view(batch, n_labels)
-        return scores
+            picked = logprobs.gather(-1, cont_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            scores = scores + (picked * cont_mask[:, 1:]).sum(1)
+        return list(scores.split([len(conts) for conts in continuations]))
 
     def _continuation_logprobs_plain(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuations: list[list[int]]
-    ) -> torch.Tensor:
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuations: Sequence[Sequence[list[int]]]
+    ) -> list[torch.Tensor]:
         """The reference: one full sequence per (row, continuation)."""
         lengths = attention_mask.sum(1).tolist()
         rows = [ids[len(ids) - n :] for ids, n in zip(input_ids.tolist(), lengths)]
-        pairs = [(row, c) for row in rows for c in continuations]
+        pairs = [(row, cont) for row, conts in zip(rows, continuations) for cont in conts]
         batch = target_batch([r for r, _ in pairs], [c for _, c in pairs], pad_id=0)  # pads are masked out
         logprobs, _ = self.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
-        return logprobs.sum(1).view(len(rows), len(continuations))
+        return list(logprobs.sum(1).split([len(conts) for conts in continuations]))
 
     def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood over all target tokens of the batch (as HF's -100 labels give)."""
@@ -190,15 +199,17 @@ class PromptedLM(nn.Module):
         temperature: float = 0.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
+        cache: DynamicCache | None = None,
     ) -> list[list[int]]:
-        """Greedy (temperature 0) or sampled continuation of left-padded inputs; stops at EOS."""
+        """Greedy (temperature 0) or sampled continuation of left-padded inputs; stops at EOS.
+
+        `cache` (from `mixed_prompt_cache`) gives each row its own task's prompt."""
         batch = input_ids.shape[0]
         new = input_ids.new_zeros(batch, 0)
         done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-        cache = None
         step_ids, step_mask = input_ids, attention_mask
         for _ in range(max_new_tokens):
-            if use_cache and self.share_prompt_cache:
+            if cache is not None or (use_cache and self.share_prompt_cache):
                 hidden, cache = self.hidden_states(step_ids, step_mask, cache)
             else:
                 full_ids = torch.cat([input_ids, new], dim=1)
@@ -213,6 +224,30 @@ class PromptedLM(nn.Module):
             if done.all():
                 break
         return [_until_eos(row, eos_token_id) for row in new.tolist()]
+
+
+def mixed_prompt_cache(lms: Sequence[PromptedLM]) -> DynamicCache:
+    """A cache whose row i holds `lms[i]`'s prompt keys/values (all on one base model).
+
+    Shorter prompts are left-padded with masked slots; each prompt keeps the positions it was computed
+    at, and the text after it continues from its real length, so a row scores as it would alone.
+    """
+    unique = list({id(lm): lm for lm in lms}.values())
+    slot = {id(lm): index for index, lm in enumerate(unique)}
+    rows = torch.tensor([slot[id(lm)] for lm in lms])
+    longest = max(lm.n_prompt for lm in unique)
+    kvs = [lm.prompt_kv() for lm in unique]
+    layers = []
+    for layer in range(len(kvs[0])):
+        keys, values = (
+            torch.cat([F.pad(kv[layer][part], (0, 0, longest - kv[layer][part].shape[2], 0)) for kv in kvs])[rows]
+            for part in (0, 1)
+        )
+        layers.append((keys, values))
+    cache = DynamicCache(layers, config=unique[0].base.config)
+    masks = torch.stack([(torch.arange(longest) >= longest - lm.n_prompt).long() for lm in unique])
+    cache.attention_mask = masks[rows]
+    return cache
 
 
 def _positions(mask: torch.Tensor, start: int) -> torch.Tensor:

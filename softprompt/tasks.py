@@ -14,10 +14,10 @@ import random
 import string
 import sys
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 from .errors import SoftpromptError
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,10 +149,21 @@ class Trainer:
         model, tokenizer = base or load_base(config.model, config.dtype)
         init_text = config.init_text or self.task.init_text
         prompt = init_prompt(
-            config.num_virtual_tokens, model.get_input_embeddings(), tokenizer, config.init, seed=config.seed,
-            init_text=init_text, label_words=self.task.label_words, init_range=config.init_range,
+            config.num_virtual_tokens,
+            model.get_input_embeddings(),
+            tokenizer,
+            config.init,
+            seed=config.seed,
+            init_text=init_text,
+            label_words=self.task.label_words,
+            init_range=config.init_range,
         )
-        meta = {"init": config.init, "init_text": init_text, "seed": config.seed, "train_config": dataclasses.asdict(config)}
+        meta = {
+            "init": config.init,
+            "init_text": init_text,
+            "seed": config.seed,
+            "train_config": dataclasses.asdict(config),
+        }
         self.tuned = TunedPrompt(PromptedLM(model, prompt), tokenizer, self.task, config.max_length, meta)
         self.encoded = [
             (self.tuned.encoder.input_ids(row), self.tuned.encoder.label_ids[self.task.label_index(row)])
@@ -163,8 +173,16 @@ class Trainer:
         self.steps_per_epoch = math.ceil(micro_batches / config.grad_accum)
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
         self.optimizer, self.scheduler = make_optimizer(config, [prompt.embedding], self.total_steps)
-        self.progress = {"config": dataclasses.asdict(config), "step": 0, "epoch": 0, "batch": 0, "best": None, "bad_evals": 0, "window_loss": 0.0,
-                         "window_tokens": 0}
+        self.progress = {
+            "config": dataclasses.asdict(config),
+            "step": 0,
+            "epoch": 0,
+            "batch": 0,
+            "best": None,
+            "bad_evals": 0,
+            "window_loss": 0.0,
+            "window_tokens": 0,
+        }
 
     def resume(self, folder: Path) -> None:
         prompt, self.progress = checkpoint.load_state(folder, self.optimizer, self.scheduler)
@@ -172,7 +190,9 @@ class Trainer:
             self.tuned.lm.prompt.embedding.copy_(prompt)
         metrics = self.output / "metrics.jsonl"
         if metrics.is_file():  # drop what the killed run logged after its last checkpoint
-            lines = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.progress["step"]]
+            lines = [
+                line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.progress["step"]
+            ]
             checkpoint.atomic_write(metrics, "".join(line + "\n" for line in lines).encode())
 
     def _log(self, record: dict) -> None:
@@ -212,8 +232,12 @@ class Trainer:
         stop = False
         if self.eval_rows:
             result = self.tuned.evaluate(self.eval_rows, config.eval_batch_size)
-            record.update(eval_loss=result["loss"], eval_ppl=result["perplexity"],
-                          accuracy=result["accuracy"], macro_f1=result["macro_f1"])
+            record.update(
+                eval_loss=result["loss"],
+                eval_ppl=result["perplexity"],
+                accuracy=result["accuracy"],
+                macro_f1=result["macro_f1"],
+            )
             if config.keep_best:
                 value = result[config.keep_best]
                 sign = -1 if config.keep_best == "loss" else 1

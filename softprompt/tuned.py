@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -72,6 +72,4 @@ class TunedPrompt:
         scores, lengths = label_scores(self.lm, self.encoder, rows, batch_size)
         ranked = scores / lengths if length_normalize else scores
         labels = self.task.labels
-        return [
-            {"label": labels[int(row.argmax())], "scores": dict(zip(labels, map(float, row)))} for row in ranked
-        ]
+        return [{"label": labels[int(row.argmax())], "scores": dict(zip(labels, map(float, row)))} for row in ranked]

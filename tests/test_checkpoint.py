@@ -54,8 +54,11 @@ def test_peft_loads_our_folder_with_equal_logits(smollm2, inputs, tmp_path):
 def test_we_load_a_peft_folder_with_equal_logits(smollm2, inputs, tmp_path):
     model, tokenizer = smollm2
     config = PromptTuningConfig(
-        task_type=TaskType.CAUSAL_LM, prompt_tuning_init=PromptTuningInit.TEXT, num_virtual_tokens=8,
-        prompt_tuning_init_text="Classify if the tweet is a complaint or not:", tokenizer_name_or_path=str(tmp_path),
+        task_type=TaskType.CAUSAL_LM,
+        prompt_tuning_init=PromptTuningInit.TEXT,
+        num_virtual_tokens=8,
+        prompt_tuning_init_text="Classify if the tweet is a complaint or not:",
+        tokenizer_name_or_path=str(tmp_path),
     )
     tokenizer.save_pretrained(tmp_path)  # PEFT's TEXT init reads the tokenizer from a path
     peft = get_peft_model(model, config)

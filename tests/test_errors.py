@@ -38,14 +38,17 @@ TRAIN_CASES = {
     "missing-file": (None, [], ["no such file"]),
     "missing-label-column": (b"text,sentiment\nhello,a\n", [], ["label field 'label' is not a column"]),
     "label-not-in-labels": (
-        b"text,label\nfine,a\nalso fine,b\nbad one,c\nlater,a\n", ["--labels", "a,b"],
+        b"text,label\nfine,a\nalso fine,b\nbad one,c\nlater,a\n",
+        ["--labels", "a,b"],
         ["row 3", "label='c'", "(a, b)"],
     ),
     "empty-file": (b"", [], ["empty file"]),
     "header-only": (b"text,label\n", [], ["no rows"]),
     "not-utf8": (b"text,label\nok,a\nbad \xff\xfe bytes,b\n", [], ["not UTF-8", "offset 20"]),
     "template-field-missing": (
-        b"text,label\nhello,a\n", ["--template", "Body : {body} Label : "], ["template field {body} is not a column"]
+        b"text,label\nhello,a\n",
+        ["--template", "Body : {body} Label : "],
+        ["template field {body} is not a column"],
     ),
     "bogus-optimizer": (b"text,label\nhello,a\n", ["--optimizer", "bogus"], ["--optimizer", "'bogus'"]),
 }
@@ -57,8 +60,23 @@ def train_case(root: Path, name: str, tiny_dir: Path) -> Case:
     train, output = root / f"{name}.csv", root / f"{name}-out"
     if data is not None:
         train.write_bytes(data)
-    args = ["train", "--train", train, "--template", "{text} Label : ", "--label-field", "label",
-            "--model", tiny_dir, "--epochs", "1", "--no-progress", "--output", output, *extra]
+    args = [
+        "train",
+        "--train",
+        train,
+        "--template",
+        "{text} Label : ",
+        "--label-field",
+        "label",
+        "--model",
+        tiny_dir,
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--output",
+        output,
+        *extra,
+    ]
     named = [] if name == "bogus-optimizer" else [train.name]  # an option error names the option instead
     return Case(args, named + needles, output)
 
@@ -71,8 +89,12 @@ def other_case(root: Path, name: str, tiny_dir: Path, data_dir: Path) -> Case:
     folder = root / name
     if name == "hidden-size":
         # A [4, 16] prompt, but the tiny model has hidden size 32.
-        save_prompt(folder, torch.zeros(4, 16), {"num_virtual_tokens": 4, "peft_type": "PROMPT_TUNING"},
-                    {"task": RAFT_TASK.to_json(), "max_length": 64})
+        save_prompt(
+            folder,
+            torch.zeros(4, 16),
+            {"num_virtual_tokens": 4, "peft_type": "PROMPT_TUNING"},
+            {"task": RAFT_TASK.to_json(), "max_length": 64},
+        )
         needles, one_line = [str(folder), "hidden size 16", "has 32"], True
     else:
         # Only PEFT's pickle format: refused before anything is unpickled.
@@ -94,7 +116,11 @@ def cases(tmp_path_factory, tiny_dir, data_dir) -> dict[str, Case]:
     def run(case: Case) -> None:
         case.result = subprocess.run(
             [sys.executable, "-m", "softprompt", *map(str, case.args)],
-            cwd=root, env=env, capture_output=True, text=True, timeout=180,
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
 
     with ThreadPoolExecutor(max_workers=2) as pool:

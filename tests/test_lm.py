@@ -5,7 +5,7 @@ import torch
 from transformers import BloomConfig, BloomForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from softprompt.batching import pad_left
-from softprompt.lm import PromptedLM
+from softprompt.lm import PromptedLM, mixed_prompt_cache
 from softprompt.prompt import init_prompt
 
 TEXTS = [
@@ -107,11 +107,44 @@ def test_label_scoring_in_one_pass_equals_full_sequences(smollm2):
     """Scoring labels by repeating the inputs' cache gives the scores of one full sequence per label."""
     model, tokenizer = smollm2
     prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify the tweet:")
-    labels = [tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-              for w in ("complaint", "no complaint", "maybe")]
+    labels = [
+        tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        for w in ("complaint", "no complaint", "maybe")
+    ]
     ids, mask = _batch(tokenizer)
     with torch.no_grad():
-        fast = PromptedLM(model, prompt).continuation_logprobs(ids, mask, labels)
-        plain = PromptedLM(model, prompt, share_prompt_cache=False).continuation_logprobs(ids, mask, labels)
+        fast = torch.stack(PromptedLM(model, prompt).continuation_logprobs(ids, mask, [labels] * 3))
+        plain = PromptedLM(model, prompt, share_prompt_cache=False).continuation_logprobs(ids, mask, [labels] * 3)
     assert fast.shape == (3, 3)
-    assert torch.allclose(fast, plain, atol=1e-4)
+    assert torch.allclose(fast, torch.stack(plain), atol=1e-4)
+
+
+def test_mixed_task_batch_equals_each_task_alone(smollm2):
+    """Rows carrying different prompts (of different lengths) in one forward score as they do alone."""
+    model, tokenizer = smollm2
+    embeddings = model.get_input_embeddings()
+    lms = [
+        PromptedLM(model, init_prompt(8, embeddings, tokenizer, "text", init_text="Is this a complaint?")),
+        PromptedLM(model, init_prompt(3, embeddings, tokenizer, "sampled-vocab", seed=5)),
+    ]
+    label_sets = [
+        [tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for w in words]
+        for words in (["complaint", "no complaint"], ["positive", "negative", "neutral"])
+    ]
+    owners = [0, 1, 0]
+    ids, mask = _batch(tokenizer)
+    with torch.no_grad():
+        mixed = lms[0].continuation_logprobs(
+            ids, mask, [label_sets[o] for o in owners], cache=mixed_prompt_cache([lms[o] for o in owners])
+        )
+        generated = lms[0].generate(
+            ids, mask, 8, tokenizer.eos_token_id, cache=mixed_prompt_cache([lms[o] for o in owners])
+        )
+        for row, owner in enumerate(owners):
+            alone_ids = ids[row : row + 1, mask[row].argmax() :]
+            alone = lms[owner].continuation_logprobs(alone_ids, torch.ones_like(alone_ids), [label_sets[owner]])
+            assert torch.allclose(mixed[row], alone[0], atol=1e-4)
+            assert (
+                generated[row]
+                == lms[owner].generate(alone_ids, torch.ones_like(alone_ids), 8, tokenizer.eos_token_id)[0]
+            )

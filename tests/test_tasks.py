@@ -90,12 +90,12 @@ def test_csv_quoted_commas_newlines_quotes(tmp_path):
     """RFC 4180 quoting: commas, embedded newlines (LF and CRLF) and doubled quotes survive."""
     path = tmp_path / "quoted.csv"
     path.write_bytes(
-        b'text,label\r\n'
+        b"text,label\r\n"
         b'"one, two, three",a\r\n'
         b'"line 1\nline 2",b\r\n'
         b'"he said ""hi"", then left",a\r\n'
         b'"crlf\r\ninside",b\r\n'
-        b'plain,a\r\n'
+        b"plain,a\r\n"
     )
     rows = read_rows(path)
     assert rows == [
@@ -108,7 +108,7 @@ def test_csv_quoted_commas_newlines_quotes(tmp_path):
 
 
 def test_csv_round_trips_what_csv_writer_writes(csv_file):
-    values = ['comma, here', 'new\nline', 'quote " inside', '"fully quoted"', "  spaces  ", "ünïcödé"]
+    values = ["comma, here", "new\nline", 'quote " inside', '"fully quoted"', "  spaces  ", "ünïcödé"]
     path = csv_file([["text", "label"], *[[v, str(i)] for i, v in enumerate(values)]])
     assert [row["text"] for row in read_rows(path)] == values
 
@@ -119,7 +119,13 @@ def test_jsonl_non_string_values_become_json_text(tmp_path):
     path.write_text(json.dumps(record) + "\n\n" + json.dumps({"text": "yo", "label": 0}) + "\n", encoding="utf-8")
     rows = read_rows(path)
     assert rows[0] == {
-        "text": "hi", "label": "1", "score": "0.5", "ok": "true", "none": "null", "tags": '["a", "b"]', "n": '{"k": 2}'
+        "text": "hi",
+        "label": "1",
+        "score": "0.5",
+        "ok": "true",
+        "none": "null",
+        "tags": '["a", "b"]',
+        "n": '{"k": 2}',
     }
     assert rows[1] == {"text": "yo", "label": "0"}  # the blank line is skipped
 
@@ -350,7 +356,7 @@ def test_long_input_is_cut_in_the_middle_keeping_the_tail(tokenizer):
     longest_label = max(len(label) for label in encoder.label_ids)
     assert len(ids) + longest_label == 24  # cut to the budget exactly, not below it
     tail = token_ids(tokenizer, " Label : ")
-    assert ids[-len(tail):] == tail
+    assert ids[-len(tail) :] == tail
     assert tokenizer.decode(ids).endswith(" Label : ")
     assert ids[: len(ids) - len(tail)] == full[: len(ids) - len(tail)]
     assert tokenizer.decode(ids).startswith("Tweet text : word0 word1")

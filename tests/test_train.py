@@ -19,9 +19,17 @@ from softprompt.tuned import TunedPrompt
 
 def _config(tiny_dir, data_dir, output, **overrides) -> TrainConfig:
     values = dict(
-        model=str(tiny_dir), train=str(data_dir / "raft_twitter_complaints/train.csv"),
-        template="Tweet text : {Tweet text} Label : ", label_field="Label", dev_fraction=0.2,
-        num_virtual_tokens=4, init="sampled-vocab", epochs=3, batch_size=8, output=str(output), progress=False,
+        model=str(tiny_dir),
+        train=str(data_dir / "raft_twitter_complaints/train.csv"),
+        template="Tweet text : {Tweet text} Label : ",
+        label_field="Label",
+        dev_fraction=0.2,
+        num_virtual_tokens=4,
+        init="sampled-vocab",
+        epochs=3,
+        batch_size=8,
+        output=str(output),
+        progress=False,
     )
     return TrainConfig(**{**values, **overrides})
 
@@ -43,8 +51,16 @@ def test_same_seed_same_prompt_other_seed_other_prompt(tiny, tiny_dir, data_dir,
 
 
 def test_adafactor_keep_best_and_grad_accum(tiny, tiny_dir, data_dir, tmp_path):
-    config = _config(tiny_dir, data_dir, tmp_path / "run", optimizer="adafactor", keep_best="loss",
-                     grad_accum=2, epochs=4, max_grad_norm=1.0)
+    config = _config(
+        tiny_dir,
+        data_dir,
+        tmp_path / "run",
+        optimizer="adafactor",
+        keep_best="loss",
+        grad_accum=2,
+        epochs=4,
+        max_grad_norm=1.0,
+    )
     tuned = fit(config, base=tiny)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     best = min(records, key=lambda r: r["eval_loss"])
@@ -55,8 +71,20 @@ def test_adafactor_keep_best_and_grad_accum(tiny, tiny_dir, data_dir, tmp_path):
 
 def _train_cli(config: TrainConfig, *extra: str) -> list[str]:
     args = [sys.executable, "-m", "softprompt", "train"]
-    for key in ("model", "train", "template", "label_field", "dev_fraction", "num_virtual_tokens", "init",
-                "epochs", "batch_size", "output", "save_steps", "seed"):
+    for key in (
+        "model",
+        "train",
+        "template",
+        "label_field",
+        "dev_fraction",
+        "num_virtual_tokens",
+        "init",
+        "epochs",
+        "batch_size",
+        "output",
+        "save_steps",
+        "seed",
+    ):
         args += [f"--{key.replace('_', '-')}", str(getattr(config, key))]
     return args + ["--no-progress", *extra]
 
@@ -75,8 +103,12 @@ def test_resume_after_sigkill_is_bit_identical(tiny_dir, data_dir, tmp_path):
     stopped_at = checkpoint.latest_checkpoint(checkpoints)
     assert stopped_at is not None and proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / checkpoint.WEIGHTS).exists()  # it really stopped before the end
-    resumed = subprocess.run([sys.executable, "-m", "softprompt", "train", "--resume", str(tmp_path / "killed")],
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "softprompt", "train", "--resume", str(tmp_path / "killed")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     subprocess.run(_train_cli(straight), check=True, capture_output=True, timeout=300)
     assert torch.equal(_prompt(tmp_path / "killed"), _prompt(tmp_path / "straight"))
@@ -87,8 +119,14 @@ def test_resume_after_sigkill_is_bit_identical(tiny_dir, data_dir, tmp_path):
 @pytest.mark.slow
 def test_real_model_learns_twitter_complaints(smollm2, data_dir, tmp_path):
     """A short run of the seed recipe on the real default model lowers the held-out label loss."""
-    config = TrainConfig(task="raft/twitter_complaints", data_dir=str(data_dir), dev_fraction=0.2, epochs=3,
-                         output=str(tmp_path / "run"), progress=False)
+    config = TrainConfig(
+        task="raft/twitter_complaints",
+        data_dir=str(data_dir),
+        dev_fraction=0.2,
+        epochs=3,
+        output=str(tmp_path / "run"),
+        progress=False,
+    )
     tuned = fit(config, base=smollm2)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["eval_loss"] < records[0]["eval_loss"]

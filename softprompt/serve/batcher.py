@@ -1,0 +1,173 @@
+"""The dynamic batcher: requests of any tasks that arrive within a short window run as one forward.
+
+Requests wait in a bounded queue; one worker thread owns the model. It takes the first waiting request,
+then keeps taking more until `max_batch` rows or `max_wait_ms` have passed, and runs all classification
+rows in one mixed-task forward (each row carries its own task's cached prompt keys/values) and the
+completions in one generation pass per sampling setting. With batching off, each request runs alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..batching import pad_left
+from ..lm import mixed_prompt_cache
+from ..tuned import TunedPrompt
+
+
+class Overloaded(Exception):
+    """The queue is full: the caller should answer 503 with Retry-After."""
+
+
+@dataclass
+class Job:
+    """One request: `rows` token-id lists for one task, answered through `future`."""
+
+    kind: str  # "classify" or "complete"
+    tuned: TunedPrompt
+    rows: list[list[int]]
+    params: dict = field(default_factory=dict)
+    future: asyncio.Future | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(
+        self,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 1024,
+        batching: bool = True,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.batching = batching
+        self.on_batch = on_batch or (lambda rows, jobs: None)
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._work, name="softprompt-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, job: Job) -> list:
+        job.loop = asyncio.get_running_loop()
+        job.future = job.loop.create_future()
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise Overloaded from None
+        return await job.future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _collect(self, first: Job) -> list[Job]:
+        jobs, rows = [first], len(first.rows)
+        if not self.batching:
+            return jobs
+        deadline = time.perf_counter() + self.max_wait
+        while rows < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                job = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._queue.put(None)
+                break
+            jobs.append(job)
+            rows += len(job.rows)
+        return jobs
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs = self._collect(first)
+            self.on_batch(sum(len(job.rows) for job in jobs), len(jobs))
+            with torch.inference_mode():
+                for kind, run in (("classify", _classify), ("complete", _complete)):
+                    group = [job for job in jobs if job.kind == kind]
+                    if group:
+                        self._answer(group, run)
+
+    @staticmethod
+    def _answer(jobs: list[Job], run: Callable[[list[Job]], list[list]]) -> None:
+        try:
+            results = run(jobs)
+        except Exception as exc:  # a failed batch fails its requests, never the worker
+            for job in jobs:
+                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+            return
+        for job, result in zip(jobs, results):
+            job.loop.call_soon_threadsafe(_settle, job.future, result, None)
+
+
+def _settle(future: asyncio.Future, result, error: Exception | None) -> None:
+    if future.done():  # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _rows_of(jobs: list[Job]) -> tuple[list[list[int]], list[TunedPrompt]]:
+    rows = [row for job in jobs for row in job.rows]
+    owners = [job.tuned for job in jobs for _ in job.rows]
+    return rows, owners
+
+
+def _split(values: list, jobs: list[Job]) -> list[list]:
+    out, start = [], 0
+    for job in jobs:
+        out.append(values[start : start + len(job.rows)])
+        start += len(job.rows)
+    return out
+
+
+def _classify(jobs: list[Job]) -> list[list[list[float]]]:
+    """Every classification row of every task in one forward; per row, its task's label scores."""
+    rows, owners = _rows_of(jobs)
+    tokenizer = owners[0].tokenizer
+    ids, mask = pad_left(rows, tokenizer.pad_token_id)
+    cache = mixed_prompt_cache([tuned.lm for tuned in owners])
+    labels = [tuned.encoder.label_ids for tuned in owners]
+    scores = owners[0].lm.continuation_logprobs(ids, mask, labels, cache=cache)
+    return _split([row.tolist() for row in scores], jobs)
+
+
+def _complete(jobs: list[Job]) -> list[list[list[int]]]:
+    """Completions, batched across tasks for each (temperature, top_p, seed) setting."""
+    results: dict[int, list] = {}
+    settings: dict[tuple, list[int]] = {}
+    for index, job in enumerate(jobs):
+        key = (job.params["temperature"], job.params["top_p"], job.params.get("seed"))
+        settings.setdefault(key, []).append(index)
+    for (temperature, top_p, seed), indices in settings.items():
+        group = [jobs[i] for i in indices]
+        rows, owners = _rows_of(group)
+        tokenizer = owners[0].tokenizer
+        ids, mask = pad_left(rows, tokenizer.pad_token_id)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        tokens = owners[0].lm.generate(
+            ids, mask, max(job.params["max_tokens"] for job in group), tokenizer.eos_token_id,
+            temperature=temperature, top_p=top_p, generator=generator,
+            cache=mixed_prompt_cache([tuned.lm for tuned in owners]),
+        )  # fmt: skip
+        for i, part in zip(indices, _split(tokens, group)):
+            results[i] = [row[: jobs[i].params["max_tokens"]] for row in part]
+    return [results[i] for i in range(len(jobs))]

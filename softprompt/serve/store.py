@@ -1,0 +1,129 @@
+"""The prompt store: every task's prompt on one shared base model, loaded from and installed into a folder.
+
+Task names are folder names and are validated, so no name reaches outside the store. Uploads are unpacked
+into a staging folder, checked by loading them, then renamed into place: a task is replaced whole or not
+at all, and the new prompt object means no stale prompt cache can answer for it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import tempfile
+import threading
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from .. import checkpoint
+from ..errors import SoftpromptError
+from ..tuned import TunedPrompt
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FOLDER_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.META)
+MAX_UNPACKED = 64 * 2**20
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name) or ".." in name:
+        raise SoftpromptError(f"task name {name!r}: use 1-64 letters, digits, '_', '-', '.' (no '..')")
+    return name
+
+
+class PromptStore:
+    """Thread-safe map of task name -> TunedPrompt, all on the same (model, tokenizer)."""
+
+    def __init__(self, base, root: Path) -> None:
+        self.base = base
+        self.root = Path(root)
+        self._tasks: dict[str, TunedPrompt] = {}
+        self._lock = threading.Lock()
+
+    def load_all(self) -> None:
+        if not self.root.is_dir():
+            raise SoftpromptError(f"{self.root}: no such prompts folder")
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and not folder.name.startswith(".") and (folder / checkpoint.WEIGHTS).is_file():
+                self._tasks[check_name(folder.name)] = self._load(folder)
+
+    def _load(self, folder: Path) -> TunedPrompt:
+        tuned = TunedPrompt.from_pretrained(folder, base=self.base)
+        if tuned.meta.get("base_model") not in (None, self.base[0].name_or_path):
+            raise SoftpromptError(
+                f"{folder}: prompt was trained on {tuned.meta['base_model']!r}, this server runs "
+                f"{self.base[0].name_or_path!r}"
+            )
+        return tuned
+
+    def get(self, name: str) -> TunedPrompt | None:
+        with self._lock:
+            return self._tasks.get(name)
+
+    def items(self) -> list[tuple[str, TunedPrompt]]:
+        with self._lock:
+            return sorted(self._tasks.items())
+
+    def install(self, name: str, files: dict[str, bytes]) -> TunedPrompt:
+        """Validate and install a prompt folder given as {file name: bytes}; replaces an existing task."""
+        check_name(name)
+        unknown = sorted(set(files) - set(FOLDER_FILES))
+        if unknown:
+            raise SoftpromptError(f"upload: unexpected file {unknown[0]!r} (allowed: {', '.join(FOLDER_FILES)})")
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".upload-{name}-", dir=self.root))
+        try:
+            for file_name, data in files.items():
+                (staging / file_name).write_bytes(data)
+            tuned = self._load(staging)
+            target = self.root / name
+            with self._lock:
+                retired = None
+                if target.exists():
+                    retired = Path(tempfile.mkdtemp(prefix=f".retired-{name}-", dir=self.root))
+                    target.rename(retired / name)
+                staging.rename(target)
+                self._tasks[name] = tuned
+            if retired:
+                shutil.rmtree(retired, ignore_errors=True)
+            return tuned
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def remove(self, name: str) -> bool:
+        with self._lock:
+            if self._tasks.pop(name, None) is None:
+                return False
+            shutil.rmtree(self.root / check_name(name), ignore_errors=True)
+            return True
+
+
+def unzip_folder(data: bytes) -> dict[str, bytes]:
+    """The prompt files of a zipped folder (flat, or inside one top folder), refusing anything odd.
+
+    Only the known file names are read, whatever path the archive gives them, so nothing can be written
+    outside the task's folder (zip-slip), and the unpacked size is capped (zip bombs).
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise SoftpromptError("upload: not a zip archive") from None
+    files: dict[str, bytes] = {}
+    total = 0
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+        path = PurePosixPath(info.filename)
+        if path.is_absolute() or ".." in path.parts or "\\" in info.filename or len(path.parts) > 2:
+            raise SoftpromptError(f"upload: refused path {info.filename!r} in the zip")
+        if path.name not in FOLDER_FILES:
+            raise SoftpromptError(f"upload: unexpected file {info.filename!r} (allowed: {', '.join(FOLDER_FILES)})")
+        total += info.file_size
+        if total > MAX_UNPACKED:
+            raise SoftpromptError(f"upload: unpacks to more than {MAX_UNPACKED // 2**20} MiB")
+        with archive.open(info) as handle:
+            files[path.name] = handle.read(MAX_UNPACKED + 1)
+        if len(files[path.name]) > info.file_size:
+            raise SoftpromptError(f"upload: {info.filename!r} is larger than its zip header says")
+    if checkpoint.WEIGHTS not in files:
+        raise SoftpromptError(f"upload: the zip holds no {checkpoint.WEIGHTS}")
+    return files

@@ -1,0 +1,119 @@
+"""Helpers for server tests: prompt folders for four tasks, and a real server process on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from softprompt.lm import PromptedLM
+from softprompt.prompt import init_prompt
+from softprompt.tasks import Task
+from softprompt.tuned import TunedPrompt
+
+TASKS = {
+    "tweets": (Task("Tweet text : {text} Label : ", "label", ["complaint", "no complaint"]), 8),
+    "sentiment": (Task("Review: {text} Sentiment:", "label", ["0", "1"], {"0": "negative", "1": "positive"}), 4),
+    "topic": (Task("News: {text} Topic:", "label", ["world", "sports", "business"]), 12),
+    "pairs": (Task("Q1: {a} Q2: {b} Same?", "label", ["yes", "no"]), 6),
+}
+TEXTS = [
+    "@united lost my bag again and nobody answers the phone",
+    "what a lovely flight, thank you for the upgrade",
+    "the match ended in a draw after extra time",
+    "shares fell sharply after the earnings report",
+    "I waited two hours at the gate with no information",
+    "a gripping, beautifully acted film",
+]
+
+
+def rows_for(name: str, count: int = len(TEXTS)) -> list[dict]:
+    if name == "pairs":
+        return [{"a": TEXTS[i % len(TEXTS)], "b": TEXTS[(i + 1) % len(TEXTS)]} for i in range(count)]
+    return [{"text": TEXTS[i % len(TEXTS)]} for i in range(count)]
+
+
+def write_prompts(root: Path, base) -> Path:
+    """Four task folders with prompts of different lengths and label sets (seeded, untrained)."""
+    model, tokenizer = base
+    for seed, (name, (task, n_tokens)) in enumerate(TASKS.items()):
+        prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
+        TunedPrompt(PromptedLM(model, prompt), tokenizer, task, meta={"init": "sampled-vocab"}).save_pretrained(
+            root / name
+        )
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(url: str, method: str = "GET", body=None, headers: dict | None = None, raw: bytes | None = None):
+    """(status, parsed JSON or text, headers) of one request; never raises on HTTP errors."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, payload, reply_headers = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as exc:
+        status, payload, reply_headers = exc.code, exc.read(), exc.headers
+    try:
+        return status, json.loads(payload), reply_headers
+    except json.JSONDecodeError:
+        return status, payload.decode(), reply_headers
+
+
+@contextlib.contextmanager
+def running_server(model: str, prompts: Path, *extra: str, timeout: float = 180):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "softprompt",
+            "serve",
+            "--model",
+            model,
+            "--prompts",
+            str(prompts),
+            "--port",
+            str(port),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+            try:
+                if call(url + "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start in time")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

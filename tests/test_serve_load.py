@@ -1,0 +1,62 @@
+"""A bounded load test on loopback: 64 concurrent clients x 50 requests over four tasks, on a tiny model so
+it stays quick. Every reply must arrive, once, with the answer for its own input."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from softprompt.tuned import TunedPrompt
+
+from .serving import TASKS, call, rows_for, running_server, write_prompts
+
+CLIENTS, REQUESTS = 64, 50
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny, tiny_dir):
+    prompts = write_prompts(tmp_path_factory.mktemp("prompts"), tiny)
+    expected = {}
+    for name in TASKS:
+        tuned = TunedPrompt.from_pretrained(prompts / name, base=tiny)
+        rows = rows_for(name)
+        expected[name] = [(row, p["label"], p["scores"]) for row, p in zip(rows, tuned.predict(rows))]
+    return prompts, expected
+
+
+def test_64_clients_50_requests_each_no_errors_nothing_lost(setup, tiny_dir):
+    prompts, expected = setup
+    names = list(TASKS)
+    errors, answered = [], []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        for number in range(REQUESTS):
+            name = names[(index + number) % len(names)]
+            row, label, scores = expected[name][(index * 7 + number) % len(expected[name])]
+            status, body, _ = call(url + "/v1/classify", "POST", {"task": name, "inputs": [row], "return_scores": True})
+            with lock:
+                if status != 200:
+                    errors.append((status, body))
+                elif body["labels"] != [label] or any(abs(body["scores"][0][k] - v) > 1e-3 for k, v in scores.items()):
+                    errors.append(("wrong answer", name, row, body))
+                else:
+                    answered.append((index, number))
+
+    with running_server(str(tiny_dir), prompts, "--max-queue", "4096") as url:
+        start = time.monotonic()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(client, range(CLIENTS), timeout=600))
+        elapsed = time.monotonic() - start
+        metrics = call(url + "/metrics")[1]
+    assert errors == []
+    assert len(answered) == len(set(answered)) == CLIENTS * REQUESTS
+    served = sum(
+        float(line.split()[-1]) for line in metrics.splitlines()
+        if line.startswith('softprompt_requests_total{endpoint="/v1/classify",status="200"}')
+    )  # fmt: skip
+    assert served == CLIENTS * REQUESTS
+    print(f"{CLIENTS * REQUESTS} requests in {elapsed:.1f} s")

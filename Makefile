@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/softprompt train --task raft/twitter_complaints --dev-fraction 0.2 --output $(DEMO)
+	$(BIN)/softprompt train --task raft/twitter_complaints --dev-fraction 0.2 --output $(DEMO) --overwrite
 	$(BIN)/softprompt eval $(DEMO) --task raft/twitter_complaints --split test --limit 1000
 
 test: setup

@@ -50,7 +50,7 @@ def ours(args, test_rows) -> dict:
     )
     base = load_base("smollm2-135m", args.dtype)
     start = time.perf_counter()
-    tuned = fit(config, base=base)
+    tuned = fit(config, base=base, overwrite=True)
     train_s = time.perf_counter() - start
     result = tuned.evaluate(test_rows, 32)
     return {

@@ -28,15 +28,21 @@ STATE_JSON = "training_state.json"
 PEFT_INIT = {"text": "TEXT", "sampled-vocab": "SAMPLE_VOCAB"}
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    """Write to a temp file in the same folder, fsync, then rename over the target: a reader (or a crash,
+    or a full disk) leaves the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(Path(tmp), data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -92,6 +98,10 @@ def load_prompt(folder: str | os.PathLike, hidden_size: int | None = None) -> tu
     folder = Path(folder)
     if not folder.is_dir():
         raise SoftpromptError(f"{folder}: no such prompt folder")
+    for name in (WEIGHTS, CONFIG, META):
+        path = folder / name
+        if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+            raise SoftpromptError(f"{path}: a symlink out of the prompt folder; refused")
     weights = folder / WEIGHTS
     if not weights.is_file():
         pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
@@ -129,15 +139,16 @@ def save_checkpoint(root: Path, step: int, files: dict[str, bytes], keep: int = 
     """Write `root/step-NNNNNNNN/` whole or not at all (temp folder, fsync, rename); keep the newest `keep`."""
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".step-", dir=root))
-    for name, data in files.items():
-        with open(staging / name, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
     target = root / f"step-{step:08d}"
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    try:
+        for name, data in files.items():
+            _write_synced(staging / name, data)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     _fsync_dir(root)
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -9,6 +9,7 @@ import io
 import json
 import sys
 import tomllib
+import warnings
 from pathlib import Path
 
 from .errors import SoftpromptError
@@ -44,6 +45,8 @@ TRAIN_HELP = {
     "keep_best": "keep the prompt with the best eval loss, accuracy or macro_f1",
     "patience": "with --keep-best, stop after N evaluations without improvement",
     "save_steps": "also checkpoint every N steps (always at each epoch end)",
+    "bucket": "batch rows of similar length together (less padding)",
+    "gradient_checkpointing": "recompute activations in the backward pass (long inputs, less memory)",
     "seed": "seed for init, dev split and batch order: same seed, same prompt",
     "output": "output folder: the prompt (PEFT format), metrics.jsonl, curves.png, checkpoints/",
     "progress": "show a progress bar",
@@ -56,6 +59,7 @@ def _train_parser(sub) -> None:
     parser = sub.add_parser("train", help="train a soft prompt", description="Train a soft prompt on a frozen model.")
     parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         kind = {"int": int, "float": float}.get(str(field.type).split(" |")[0], str)
@@ -143,7 +147,7 @@ def _train(args: argparse.Namespace) -> None:
         f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
     }
     config = TrainConfig.from_dict({**values, **flags}, args.config or "flags")
-    tuned = fit(config)
+    tuned = fit(config, overwrite=args.overwrite)
     print(f"saved prompt to {config.output}", file=sys.stderr)
     if "metrics" in tuned.meta:
         print(json.dumps(tuned.meta["metrics"]))
@@ -247,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bar and one-line errors only
+    warnings.formatwarning = lambda message, *_: f"softprompt: warning: {message}\n"
     try:
         commands = {"train": _train, "eval": _eval, "predict": _predict, "serve": _serve}
         commands[args.command](args)

@@ -7,9 +7,13 @@ checkpoint holds optimizer, scheduler and RNG state, so `--resume` ends on the s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .batching import chunks, target_batch
+from .distributed import DataParallel
 from .errors import SoftpromptError
 from .lm import PromptedLM
 from .models import DEFAULT_MODEL, load_base
@@ -62,6 +67,8 @@ class TrainConfig:
     keep_best: str | None = None
     patience: int = 0
     save_steps: int = 0
+    bucket: bool = False
+    gradient_checkpointing: bool = False
     seed: int = 42
     output: str = "runs/prompt"
     progress: bool = True
@@ -133,9 +140,23 @@ def make_optimizer(config: TrainConfig, params, total_steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The shuffle of one epoch, a function of (seed, epoch) alone so a resumed run sees the same batches."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, bucket: bool) -> list[list[int]]:
+    """Row indices per micro-batch for one epoch, a function of (seed, epoch) alone, so a resumed run sees
+    the same batches. With `bucket`, rows of similar length share a batch (sorted within windows of 50
+    batches, then the batches shuffled), which cuts padding."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if bucket:
+        window = batch_size * 50
+        order = [
+            i
+            for start in range(0, len(order), window)
+            for i in sorted(order[start : start + window], key=lengths.__getitem__)
+        ]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if bucket:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
 
 
 class Trainer:
@@ -169,6 +190,12 @@ class Trainer:
             (self.tuned.encoder.input_ids(row), self.tuned.encoder.label_ids[self.task.label_index(row)])
             for row in self.train_rows
         ]
+        self.parallel = DataParallel()
+        if config.gradient_checkpointing:
+            # Recompute activations in the backward pass; the prompt cache needs `use_cache`, which
+            # checkpointing turns off, so this runs the plain (concatenating) path.
+            model.gradient_checkpointing_enable()
+            self.tuned.lm.share_prompt_cache = False
         micro_batches = math.ceil(len(self.encoded) / config.batch_size)
         self.steps_per_epoch = math.ceil(micro_batches / config.grad_accum)
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
@@ -189,7 +216,7 @@ class Trainer:
         with torch.no_grad():
             self.tuned.lm.prompt.embedding.copy_(prompt)
         metrics = self.output / "metrics.jsonl"
-        if metrics.is_file():  # drop what the killed run logged after its last checkpoint
+        if metrics.is_file() and self.parallel.main:  # drop what the killed run logged after its last checkpoint
             lines = [
                 line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.progress["step"]
             ]
@@ -202,33 +229,53 @@ class Trainer:
     def _train_step(self, batch_items) -> None:
         """One optimizer step over `grad_accum` micro-batches."""
         lm, pad = self.tuned.lm, self.tuned.tokenizer.pad_token_id
-        tokens = sum(len(target) for items in batch_items for _, target in items)
+        tokens = sum(len(target) for items in batch_items for _, target in items)  # over the global batch
+        loss_total = 0.0
         for items in batch_items:
+            items = self.parallel.shard(items)
+            if not items:
+                continue
             batch = target_batch([i for i, _ in items], [t for _, t in items], pad)
-            logprobs, valid = lm.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
+            logprobs, _ = lm.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
             loss_sum = -logprobs.sum()
             (loss_sum / tokens).backward()
-            self.progress["window_loss"] += loss_sum.item()
-            self.progress["window_tokens"] += int(valid.sum())
+            loss_total += loss_sum.item()
+        embedding = lm.prompt.embedding
+        if self.parallel.world > 1:
+            if embedding.grad is None:
+                embedding.grad = torch.zeros_like(embedding)
+            self.parallel.sum(embedding.grad)
+            loss_total = float(self.parallel.sum(torch.tensor([loss_total], dtype=torch.float64)))
+        if not math.isfinite(loss_total):
+            raise self._diverged(f"loss {loss_total}")
+        self.progress["window_loss"] += loss_total
+        self.progress["window_tokens"] += tokens
         if self.config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_([lm.prompt.embedding], self.config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(lm.prompt.embedding).all():
-            raise SoftpromptError(
-                f"training diverged at step {self.progress['step'] + 1} (NaN/Inf in the prompt); "
-                f"the last good checkpoint is kept under {self.output / 'checkpoints'}; try a lower --lr"
-            )
+            raise self._diverged("NaN/Inf in the prompt")
+
+    def _diverged(self, what: str) -> SoftpromptError:
+        return SoftpromptError(
+            f"training diverged at step {self.progress['step'] + 1} ({what}); the last good checkpoint is kept "
+            f"under {self.output / 'checkpoints'}; try a lower --lr"
+        )
 
     def _evaluate(self) -> bool:
-        """Log train/eval metrics; returns True when early stopping should end the run."""
-        progress, config = self.progress, self.config
+        """Log train/eval metrics (main process); True, on every process, when early stopping ends the run."""
+        progress = self.progress
         record = {"step": progress["step"], "epoch": progress["epoch"], "lr": self.scheduler.get_last_lr()[0]}
         if progress["window_tokens"]:
             train_loss = progress["window_loss"] / progress["window_tokens"]
             record.update(train_loss=train_loss, train_ppl=math.exp(min(train_loss, 50.0)))
         progress["window_loss"], progress["window_tokens"] = 0.0, 0
+        return self.parallel.decide(self._evaluate_and_log(record) if self.parallel.main else False)
+
+    def _evaluate_and_log(self, record: dict) -> bool:
+        progress, config = self.progress, self.config
         stop = False
         if self.eval_rows:
             result = self.tuned.evaluate(self.eval_rows, config.eval_batch_size)
@@ -252,17 +299,25 @@ class Trainer:
         return stop
 
     def _checkpoint(self) -> None:
+        if not self.parallel.main:
+            return
         files = checkpoint.state_files(self.tuned.lm.prompt.embedding, self.optimizer, self.scheduler, self.progress)
         checkpoint.save_checkpoint(self.output / "checkpoints", self.progress["step"], files)
 
     def run(self) -> TunedPrompt:
         config, progress = self.config, self.progress
         self.output.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=self.total_steps, initial=progress["step"], disable=not config.progress, unit="step")
+        bar = tqdm(
+            total=self.total_steps,
+            initial=progress["step"],
+            unit="step",
+            disable=not (config.progress and self.parallel.main),
+        )
         stop = progress["step"] >= self.total_steps
         while not stop:
-            order = epoch_order(len(self.encoded), config.seed, progress["epoch"])
-            micro = list(chunks([self.encoded[i] for i in order], config.batch_size))
+            lengths = [len(source) + len(target) for source, target in self.encoded]
+            batches = epoch_batches(lengths, config.batch_size, config.seed, progress["epoch"], config.bucket)
+            micro = [[self.encoded[i] for i in batch] for batch in batches]
             steps = list(chunks(micro, config.grad_accum))
             for index in range(progress["batch"], len(steps)):
                 self._train_step(steps[index])
@@ -288,6 +343,8 @@ class Trainer:
 
     def _finish(self) -> TunedPrompt:
         """Write the final prompt (the best one with --keep-best) and the curves."""
+        if not self.parallel.main:
+            return self.tuned
         best = self.output / "best"
         if self.config.keep_best and (best / checkpoint.WEIGHTS).is_file():
             prompt, _, meta = checkpoint.load_prompt(best)
@@ -310,12 +367,41 @@ def resume_config(output: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(state["progress"]["config"], str(folder / checkpoint.STATE_JSON))
 
 
-def fit(config: TrainConfig, base=None, resume: bool = False) -> TunedPrompt:
-    """Train a prompt as `config` says; with `resume`, continue from the newest checkpoint in config.output."""
+@contextlib.contextmanager
+def output_lock(output: Path, take: bool = True):
+    """Hold `output/.lock` for the run, so a second training pointed at the same folder refuses to start."""
+    if not take:
+        yield
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SoftpromptError(f"{output}: another training run is using this folder") from None
+        yield
+
+
+def fit(config: TrainConfig, base=None, resume: bool = False, overwrite: bool = False) -> TunedPrompt:
+    """Train a prompt as `config` says; with `resume`, continue from the newest checkpoint in config.output.
+
+    A folder that already holds a run is only reused with `resume` (continue) or `overwrite` (start over).
+    """
     trainer = Trainer(config, base)
-    if resume:
-        folder = checkpoint.latest_checkpoint(trainer.output / "checkpoints")
-        if folder is None:
-            raise SoftpromptError(f"{trainer.output}: no checkpoint to resume from")
-        trainer.resume(folder)
-    return trainer.run()
+    with output_lock(trainer.output, trainer.parallel.main):
+        previous = checkpoint.latest_checkpoint(trainer.output / "checkpoints")
+        if resume:
+            if previous is None:
+                raise SoftpromptError(f"{trainer.output}: no checkpoint to resume from")
+            trainer.resume(previous)
+        elif previous is not None or (trainer.output / "metrics.jsonl").exists():
+            if not overwrite:
+                raise SoftpromptError(
+                    f"{trainer.output}: already holds a training run; pass --resume to continue it, "
+                    "--overwrite to start over, or another --output"
+                )
+            if trainer.parallel.main:
+                for name in ("checkpoints", "best"):
+                    shutil.rmtree(trainer.output / name, ignore_errors=True)
+                (trainer.output / "metrics.jsonl").unlink(missing_ok=True)
+        return trainer.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +45,11 @@ class TunedPrompt:
         _, config, meta = checkpoint.load_prompt(folder)
         if task is None and "task" not in meta:
             raise SoftpromptError(f"{folder}: no {checkpoint.META} with a task; pass the task's template and labels")
+        trained_on = meta.get("base_model") or config.get("base_model_name_or_path")
+        if model and trained_on and model != trained_on:
+            warnings.warn(f"{folder}: prompt was trained on {trained_on!r}, loading it on {model!r}", stacklevel=2)
         if base is None:
-            ref = model or meta.get("base_model") or config.get("base_model_name_or_path")
+            ref = model or trained_on
             if not ref:
                 raise SoftpromptError(f"{folder}: names no base model; pass --model")
             base = load_base(ref, dtype)

@@ -72,3 +72,86 @@ def test_we_load_a_peft_folder_with_equal_logits(smollm2, inputs, tmp_path):
     assert torch.equal(tuned.lm.prompt.embedding.detach(), embedding.detach().float())
     ours = _our_logits(model, tuned.lm.prompt.embedding.detach(), *inputs)
     assert (theirs - ours).abs().max() < 1e-5
+
+
+def test_a_failing_disk_leaves_the_previous_prompt_and_checkpoint_whole(tmp_path, monkeypatch):
+    """A write that fails part-way (disk full) keeps the old files and leaves no temp files behind."""
+    import errno
+
+    old = torch.arange(12, dtype=torch.float32).view(3, 4)
+    checkpoint.save_prompt(tmp_path, old, {"num_virtual_tokens": 3}, {"task": TASK.to_json()})
+    checkpoint.save_checkpoint(tmp_path / "checkpoints", 1, {"training_state.json": b"{}"})
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.save_prompt(tmp_path, old + 1, {"num_virtual_tokens": 3}, {"task": TASK.to_json()})
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.save_checkpoint(tmp_path / "checkpoints", 2, {"training_state.json": b"{}"})
+    monkeypatch.undo()
+    prompt, config, meta = checkpoint.load_prompt(tmp_path)
+    assert torch.equal(prompt, old) and config["num_virtual_tokens"] == 3
+    assert checkpoint.latest_checkpoint(tmp_path / "checkpoints").name == "step-00000001"
+    leftovers = [p.name for p in tmp_path.rglob(".*")]
+    assert leftovers == []
+
+
+HOSTILE = {
+    "truncated safetensors": (lambda f: (f / checkpoint.WEIGHTS).write_bytes((f / checkpoint.WEIGHTS).read_bytes()[:40]),
+                              "not a valid safetensors file"),
+    "integer dtype": (lambda f: _weights(f, torch.zeros(4, 8, dtype=torch.int32)), "2-D float matrix"),
+    "NaN values": (lambda f: _weights(f, torch.full((4, 8), float("nan"))), "NaN or Inf"),
+    "Inf values": (lambda f: _weights(f, torch.full((4, 8), float("inf"))), "NaN or Inf"),
+    "wrong shape": (lambda f: _weights(f, torch.zeros(2, 8)), "2 rows but num_virtual_tokens is 4"),
+    "3-D tensor": (lambda f: _weights(f, torch.zeros(4, 8, 1)), "2-D float matrix"),
+    "only unknown keys": (lambda f: _weights(f, None, {"something_else": torch.zeros(4, 8)}), "no 'prompt_embeddings'"),
+    "pickle only": (lambda f: ((f / checkpoint.WEIGHTS).unlink(), torch.save({}, f / "adapter_model.bin")), "pickle"),
+    "symlink out": (lambda f: _symlink_out(f), "symlink out of the prompt folder"),
+    "not a prompt-tuning adapter": (lambda f: _config(f, {"peft_type": "LORA"}), "is not PROMPT_TUNING"),
+    "config not JSON": (lambda f: (f / checkpoint.CONFIG).write_text("{nope"), "unreadable JSON"),
+}  # fmt: skip
+
+
+def _weights(folder, tensor, extra=None):
+    from safetensors.torch import save_file
+
+    tensors = dict(extra or {})
+    if tensor is not None:
+        tensors["prompt_embeddings"] = tensor
+    save_file(tensors, str(folder / checkpoint.WEIGHTS))
+
+
+def _config(folder, changes):
+    config = json.loads((folder / checkpoint.CONFIG).read_text())
+    (folder / checkpoint.CONFIG).write_text(json.dumps({**config, **changes}))
+
+
+def _symlink_out(folder):
+    outside = folder.parent / "elsewhere.safetensors"
+    outside.write_bytes((folder / checkpoint.WEIGHTS).read_bytes())
+    (folder / checkpoint.WEIGHTS).unlink()
+    (folder / checkpoint.WEIGHTS).symlink_to(outside)
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_prompt_folders_are_refused_with_one_line(tmp_path, case):
+    from softprompt.errors import SoftpromptError
+
+    folder = tmp_path / "prompt"
+    checkpoint.save_prompt(folder, torch.zeros(4, 8), {"num_virtual_tokens": 4, "peft_type": "PROMPT_TUNING"},
+                           {"task": TASK.to_json()})  # fmt: skip
+    spoil, message = HOSTILE[case]
+    spoil(folder)
+    with pytest.raises(SoftpromptError, match=message) as error:
+        checkpoint.load_prompt(folder)
+    assert "\n" not in str(error.value) and str(folder) in str(error.value)
+
+
+def test_extra_tensors_and_half_precision_are_accepted(tmp_path):
+    folder = tmp_path / "prompt"
+    checkpoint.save_prompt(folder, torch.zeros(4, 8), {"num_virtual_tokens": 4}, {})
+    _weights(folder, torch.ones(4, 8, dtype=torch.float16), {"extra": torch.zeros(1)})
+    prompt, _, _ = checkpoint.load_prompt(folder)
+    assert prompt.dtype == torch.float32 and torch.equal(prompt, torch.ones(4, 8))

@@ -136,3 +136,31 @@ def test_real_model_learns_twitter_complaints(smollm2, data_dir, tmp_path):
     predictions = loaded.predict(rows)
     assert [set(p["scores"]) for p in predictions] == [{"complaint", "no complaint"}] * 2
     assert all(p["label"] == max(p["scores"], key=p["scores"].get) for p in predictions)
+
+
+def test_second_run_on_the_same_folder_is_refused(tiny, tiny_dir, data_dir, tmp_path):
+    from softprompt.errors import SoftpromptError
+    from softprompt.train import output_lock
+
+    config = _config(tiny_dir, data_dir, tmp_path / "run", epochs=1)
+    with output_lock(tmp_path / "run"):  # another run holds the folder
+        with pytest.raises(SoftpromptError, match="another training run is using this folder"):
+            fit(config, base=tiny)
+    fit(config, base=tiny)
+    with pytest.raises(SoftpromptError, match="already holds a training run; pass --resume"):
+        fit(config, base=tiny)
+    fit(config, base=tiny, overwrite=True)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1  # started over, not appended
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny, tiny_dir, data_dir, tmp_path):
+    from softprompt.errors import SoftpromptError
+
+    config = _config(tiny_dir, data_dir, tmp_path / "run", epochs=3, lr=float("inf"), weight_decay=0.0, save_steps=1)
+    with pytest.raises(SoftpromptError, match="training diverged at step"):
+        fit(config, base=tiny)
+    assert not (tmp_path / "run" / checkpoint.WEIGHTS).exists()
+    last = checkpoint.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    if last is not None:  # every kept checkpoint holds a finite prompt
+        assert torch.isfinite(load_file(str(last / checkpoint.STATE_TENSORS))["prompt"]).all()

@@ -1,0 +1,146 @@
+"""Training step time, engine against engine: ours and PEFT's on identical padded batches, in one run.
+
+    python bench/train_step.py --model smollm2-135m --num-virtual-tokens 100 --batch-size 8 --length 64
+
+Both sides get the same left-padded [batch, length] batches of RAFT tweets + label (loss on the label tokens),
+the same prompt init and AdamW. Each side runs in its own child process (so each one's peak RSS is its own);
+the parent prints one JSON line per side (median step seconds, peak RSS) and the ratio ours/PEFT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
+
+
+def batches(tokenizer, args) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(ids, mask, labels with -100 off the label, label lengths), every batch exactly [batch, length]."""
+    from softprompt.batching import Encoder
+    from softprompt.tasks import load_named
+
+    task, rows, _ = load_named("raft/twitter_complaints", "train")
+    encoder = Encoder(task, tokenizer, args.length)
+    out = []
+    for step in range(args.steps + args.warmup):
+        chunk = [rows[(step * args.batch_size + i) % len(rows)] for i in range(args.batch_size)]
+        ids, mask, labels, lengths = [], [], [], []
+        for row in chunk:
+            source, target = encoder.input_ids(row), encoder.label_ids[task.label_index(row)]
+            pad = args.length - len(source) - len(target)
+            ids.append([tokenizer.pad_token_id] * pad + source + target)
+            mask.append([0] * pad + [1] * (len(source) + len(target)))
+            labels.append([-100] * (pad + len(source)) + target)
+            lengths.append(len(target))
+        ids, mask = torch.tensor(ids), torch.tensor(mask)
+        out.append((ids, mask, torch.tensor(labels), torch.tensor(lengths)))
+    return out
+
+
+def run_side(args) -> dict:
+    from softprompt.lm import PromptedLM
+    from softprompt.models import load_base
+    from softprompt.prompt import init_prompt
+
+    model, tokenizer = load_base(args.model, args.dtype)
+    data = batches(tokenizer, args)
+    init_text = "Classify if the tweet is a complaint or not:"
+    loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.side == "ours":
+        prompt = init_prompt(
+            args.num_virtual_tokens, model.get_input_embeddings(), tokenizer, "text", init_text=init_text
+        )
+        lm = PromptedLM(model, prompt)
+        params = [prompt.embedding]
+
+        def step(ids, mask, labels, lengths):
+            return lm.loss(ids, mask, lengths)
+    else:
+        from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+        folder = ROOT / "runs" / "bench-tokenizer"
+        tokenizer.save_pretrained(folder)
+        peft = get_peft_model(model, PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM, prompt_tuning_init=PromptTuningInit.TEXT,
+            num_virtual_tokens=args.num_virtual_tokens, prompt_tuning_init_text=init_text,
+            tokenizer_name_or_path=str(folder)))  # fmt: skip
+        params = [p for p in peft.parameters() if p.requires_grad]
+
+        def step(ids, mask, labels, lengths):
+            return peft(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    optimizer = torch.optim.AdamW(params, lr=3e-2)
+    times, losses = [], []
+    for index, (ids, mask, labels, lengths) in enumerate(data):
+        start = time.perf_counter()
+        loss = step(ids, mask, labels, lengths)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if index >= args.warmup:
+            times.append(time.perf_counter() - start)
+            losses.append(loss.item())
+    return {
+        "side": args.side,
+        "model": args.model,
+        "dtype": args.dtype,
+        "num_virtual_tokens": args.num_virtual_tokens,
+        "batch_size": args.batch_size,
+        "length": args.length,
+        "steps": args.steps,
+        "step_s_median": statistics.median(times),
+        "first_loss": losses[0],
+        "rss_after_load_mb": loaded_rss,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--num-virtual-tokens", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--side", choices=("ours", "peft"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps(run_side(args)))
+        return
+    results = {}
+    for side in ("ours", "peft"):
+        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--side", side],
+                               capture_output=True, text=True, check=True)  # fmt: skip
+        results[side] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(json.dumps(results[side]), flush=True)
+    ours, peft = results["ours"], results["peft"]
+    print(
+        json.dumps(
+            {
+                "ratio": "ours/peft",
+                "num_virtual_tokens": args.num_virtual_tokens,
+                "step_time": ours["step_s_median"] / peft["step_s_median"],
+                "peak_rss": ours["peak_rss_mb"] / peft["peak_rss_mb"],
+                "training_rss_over_load": (ours["peak_rss_mb"] - ours["rss_after_load_mb"])
+                / max(1e-9, peft["peak_rss_mb"] - peft["rss_after_load_mb"]),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

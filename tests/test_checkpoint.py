@@ -99,8 +99,7 @@ def test_a_failing_disk_leaves_the_previous_prompt_and_checkpoint_whole(tmp_path
 
 
 HOSTILE = {
-    "truncated safetensors": (lambda f: (f / checkpoint.WEIGHTS).write_bytes((f / checkpoint.WEIGHTS).read_bytes()[:40]),
-                              "not a valid safetensors file"),
+    "truncated safetensors": (lambda f: _truncate(f / checkpoint.WEIGHTS), "not a valid safetensors file"),
     "integer dtype": (lambda f: _weights(f, torch.zeros(4, 8, dtype=torch.int32)), "2-D float matrix"),
     "NaN values": (lambda f: _weights(f, torch.full((4, 8), float("nan"))), "NaN or Inf"),
     "Inf values": (lambda f: _weights(f, torch.full((4, 8), float("inf"))), "NaN or Inf"),
@@ -112,6 +111,10 @@ HOSTILE = {
     "not a prompt-tuning adapter": (lambda f: _config(f, {"peft_type": "LORA"}), "is not PROMPT_TUNING"),
     "config not JSON": (lambda f: (f / checkpoint.CONFIG).write_text("{nope"), "unreadable JSON"),
 }  # fmt: skip
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:40])
 
 
 def _weights(folder, tensor, extra=None):

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 def test_two_processes_match_one_process(tiny_dir, data_dir, tmp_path):
     args = [
         "-m", "softprompt", "train", "--model", str(tiny_dir),
-        "--train", str(data_dir / "raft_twitter_complaints/train.csv"), "--template", "Tweet text : {Tweet text} Label : ",
+        "--train", str(data_dir / "raft_twitter_complaints/train.csv"),
+        "--template", "Tweet text : {Tweet text} Label : ",
         "--label-field", "Label", "--dev-fraction", "0.2", "--num-virtual-tokens", "4", "--init", "sampled-vocab",
         "--epochs", "3", "--batch-size", "8", "--bucket", "--no-progress",
     ]  # fmt: skip

@@ -6,7 +6,7 @@ AdamW lr 3e-2 + linear schedule, batch 8, 50 epochs, then held-out metrics on th
 test_labeled_from_original.csv. PEFT's side follows its example: inputs left-padded to max_length 64,
 generate-then-match evaluation; we also score PEFT's prompt by rank classification, as ours is scored.
 
-    python bench/seed_recipe.py [--epochs 50] [--limit 1000] [--sides ours,peft] [--dtype float32]
+    python bench/seed_recipe.py [--epochs 50] [--limit 1000] [--sides ours,peft] [--dtypes float32,bfloat16]
 
 Prints one JSON line per side and one with the ratios (ours / PEFT).
 """
@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--sides", default="ours,peft")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtypes", default="float32", help="our side's base dtypes, e.g. float32,bfloat16")
     args = parser.parse_args()
     torch.manual_seed(SEED)
     task, rows, _ = load_named(TASK, "train")

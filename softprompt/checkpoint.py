@@ -163,6 +163,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def remove_partial(root: Path) -> None:
+    """Delete staging folders that a killed run left mid-write (they were never renamed into place)."""
+    for staging in root.glob(".step-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     done = sorted(p for p in root.glob("step-*") if (p / STATE_JSON).is_file())
     return done[-1] if done else None

@@ -221,6 +221,30 @@ def _predict_remote(url: str, task: str, rows: list[dict], batch_size: int) -> t
     return predictions, labels
 
 
+def _ensemble(args: argparse.Namespace) -> None:
+    from .ensemble import evaluate_ensemble
+    from .tuned import TunedPrompt
+
+    first = TunedPrompt.from_pretrained(args.prompts[0], dtype=args.dtype, model=args.model)
+    base = (first.lm.base, first.tokenizer)
+    members = [first] + [TunedPrompt.from_pretrained(folder, base=base) for folder in args.prompts[1:]]
+    rows, source = _rows(args)
+    first.task.check(rows, source)
+    print(json.dumps({"data": source, **evaluate_ensemble(members, rows, args.batch_size, args.mode)}))
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    from .inspect import as_text, heat_map, nearest_tokens
+    from .tuned import TunedPrompt
+
+    if args.k < 1:
+        raise SoftpromptError("--k must be at least 1")
+    report = nearest_tokens(TunedPrompt.from_pretrained(args.prompt, model=args.model), args.k)
+    print(json.dumps(report) if args.json else as_text(report))
+    if args.png:
+        heat_map(report, Path(args.png))
+
+
 def _serve(args: argparse.Namespace) -> None:
     from .serve.app import Limits
     from .serve.server import serve
@@ -253,7 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # our own bar and one-line errors only
     warnings.formatwarning = lambda message, *_: f"softprompt: warning: {message}\n"
     try:
-        commands = {"train": _train, "eval": _eval, "predict": _predict, "serve": _serve}
+        commands = {
+            "train": _train,
+            "eval": _eval,
+            "predict": _predict,
+            "serve": _serve,
+            "ensemble": _ensemble,
+            "inspect": _inspect,
+        }
         commands[args.command](args)
     except SoftpromptError as exc:
         print(f"softprompt: error: {exc}", file=sys.stderr)

@@ -258,10 +258,11 @@ def _positions(mask: torch.Tensor, start: int) -> torch.Tensor:
 def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = F.softmax(logits / temperature, dim=-1)
+    probs = F.softmax((logits - logits.amax(-1, keepdim=True)) / temperature, dim=-1)  # no inf - inf at tiny T
     if top_p < 1.0:
         sorted_probs, order = probs.sort(-1, descending=True)
         keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        keep[..., 0] = True  # the most likely token always stays, whatever top_p rounds to
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 

@@ -30,6 +30,13 @@ def plot_curves(metrics: Path, target: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
+    save_figure(fig, target)
+
+
+def save_figure(fig, target: Path) -> None:
+    """Save as PNG atomically (temp file, then rename) and free the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = target.with_name(f".{target.name}.tmp.png")
     fig.savefig(tmp, dpi=100)

@@ -24,6 +24,12 @@ from .errors import SoftpromptError
 Row = dict[str, str]
 
 
+def show(value: object) -> str:
+    """A name or value for a one-line message: as is when printable, else its repr (newlines escaped)."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
 class _FieldFormatter(string.Formatter):
     """str.format with whole field names as keys, so columns like "a.b" or "x[0]" work."""
 
@@ -44,11 +50,14 @@ class Task:
 
     def __post_init__(self) -> None:
         try:
-            self.fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
+            parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(self.template) if f is not None]
         except ValueError as exc:
             raise SoftpromptError(f"--template {self.template!r}: {exc}") from None
+        self.fields = [f for f, _, _ in parsed]
         if any(not f for f in self.fields):
             raise SoftpromptError(f"--template {self.template!r}: every {{}} must name a field, e.g. {{text}}")
+        if any(spec or conv for _, spec, conv in parsed):
+            raise SoftpromptError(f"--template {self.template!r}: use plain {{field}} placeholders (no ':' or '!')")
 
     @property
     def label_words(self) -> list[str]:
@@ -64,12 +73,11 @@ class Task:
         columns = rows[0].keys()
         for name in self.fields:
             if name not in columns:
-                raise SoftpromptError(
-                    f"{source}: template field {{{name}}} is not a column (columns: {', '.join(columns)})"
-                )
+                known = ", ".join(map(show, columns))
+                raise SoftpromptError(f"{source}: template field {{{show(name)}}} is not a column (columns: {known})")
         if labelled and (self.label_field is None or self.label_field not in columns):
             raise SoftpromptError(
-                f"{source}: label field {self.label_field!r} is not a column (columns: {', '.join(columns)})"
+                f"{source}: label field {self.label_field!r} is not a column (columns: {', '.join(map(show, columns))})"
             )
         known = set(self.labels)
         for number, row in enumerate(rows, 1):
@@ -81,8 +89,8 @@ class Task:
             value = row.get(self.label_field)
             if value not in known:
                 raise SoftpromptError(
-                    f"{source} row {number}: {self.label_field}={value!r} is not one of the labels "
-                    f"({', '.join(self.labels)})"
+                    f"{source} row {number}: {show(self.label_field)}={value!r} is not one of the labels "
+                    f"({', '.join(map(show, self.labels))})"
                 )
 
     def label_index(self, row: Row) -> int:
@@ -167,6 +175,10 @@ def _read_jsonl(handle, source: str) -> list[Row]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SoftpromptError(f"{source} line {line_number}: not JSON ({exc.msg})") from None
+        except (ValueError, RecursionError):  # huge integers, very deep nesting
+            raise SoftpromptError(
+                f"{source} line {line_number}: not JSON we can read (too large or too deep)"
+            ) from None
         if not isinstance(record, dict):
             raise SoftpromptError(f"{source} line {line_number}: expected a JSON object")
         rows.append({str(k): _as_text(v) for k, v in record.items()})
@@ -275,7 +287,7 @@ def labels_found(rows: Iterable[Row], label_field: str, source: str) -> list[str
         if label_field not in row:
             raise SoftpromptError(f"{source}: label field {label_field!r} is not a column")
         if not row[label_field].strip():
-            raise SoftpromptError(f"{source} row {number}: empty {label_field}")
+            raise SoftpromptError(f"{source} row {number}: empty {show(label_field)}")
         found.add(row[label_field])
     return sorted(found)
 

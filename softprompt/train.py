@@ -390,6 +390,8 @@ def fit(config: TrainConfig, base=None, resume: bool = False, overwrite: bool = 
     trainer = Trainer(config, base)
     with output_lock(trainer.output, trainer.parallel.main):
         previous = checkpoint.latest_checkpoint(trainer.output / "checkpoints")
+        if trainer.parallel.main:
+            checkpoint.remove_partial(trainer.output / "checkpoints")
         if resume:
             if previous is None:
                 raise SoftpromptError(f"{trainer.output}: no checkpoint to resume from")

@@ -142,6 +142,16 @@ BAD = [
         422,
     ),
     ("n > 1", "POST", "/v1/completions", {"model": "tweets", "prompt": "x", "n": 2}, None, 422),
+    ("seed out of range", "POST", "/v1/completions", {"model": "tweets", "prompt": "x", "seed": 2**64}, None, 422),
+    ("lone surrogate input", "POST", "/v1/classify", b'{"task": "tweets", "inputs": ["\\ud800"]}', None, 422),
+    (
+        "lone surrogate prompt",
+        "POST",
+        "/v1/completions",
+        b'{"model": "tweets", "prompt": ["ok", "\\udfff"]}',
+        None,
+        422,
+    ),
     ("traversal path", "PUT", "/v1/tasks/..%2F..%2Fetc", b"zip", {"Authorization": f"Bearer {TOKEN}"}, 404),
     ("traversal name", "PUT", "/v1/tasks/..", b"zip", {"Authorization": f"Bearer {TOKEN}"}, 422),
     ("hidden name", "PUT", "/v1/tasks/.hidden", b"zip", {"Authorization": f"Bearer {TOKEN}"}, 422),
@@ -159,6 +169,14 @@ def test_bad_requests_get_one_line_4xx(server, case):
     assert status == expected, reply
     assert isinstance(reply, dict) and "\n" not in reply["error"] and reply["error"]
     assert call(server + "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("params", [{"top_p": 5e-324}, {"temperature": 1e-300}, {"temperature": 2.0, "top_p": 0.5}])
+def test_extreme_sampling_settings_still_answer(server, params):
+    body = {"model": "tweets", "prompt": "hello", "max_tokens": 3, "seed": 7, **params}
+    status, reply, _ = call(server + "/v1/completions", "POST", body)
+    assert status == 200, reply
+    assert call(server + "/v1/completions", "POST", body)[1]["choices"] == reply["choices"]  # same seed, same text
 
 
 def _zip(files: dict[str, bytes]) -> bytes:

@@ -51,7 +51,7 @@ class CompletionRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
     n: int = Field(1, ge=1, le=1, description="only 1 is supported")
 
 
@@ -127,6 +127,15 @@ async def _too_large(send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _valid_unicode(text: str) -> bool:
+    """JSON may carry lone surrogates ("\\ud800"), which no tokenizer can read."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -176,6 +185,10 @@ def create_app(
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
         return _error(422, f"{where}: {first.get('msg', 'invalid')}".replace("\n", " "))
 
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):  # a bug of ours: still one line of JSON, never a page
+        return _error(500, f"internal error ({type(exc).__name__})")
+
     @app.exception_handler(StarletteHTTPException)  # ours and the router's (404 for unknown paths)
     async def http_error(request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
@@ -208,6 +221,8 @@ def create_app(
             if missing:
                 raise HTTPException(422, f"inputs.{index}: missing field {missing[0]!r}")
             text = tuned.task.render(item)
+            if not _valid_unicode(text):
+                raise HTTPException(422, f"inputs.{index}: not valid Unicode")
             if (
                 len(text) > limits.max_input_tokens * 32
                 or len(tuned.tokenizer(text)["input_ids"]) > limits.max_input_tokens
@@ -232,6 +247,8 @@ def create_app(
             raise HTTPException(422, f"max_tokens: the limit is {limits.max_new_tokens}")
         rows = []
         for index, text in enumerate(prompts):
+            if not _valid_unicode(text):
+                raise HTTPException(422, f"prompt.{index}: not valid Unicode")
             ids = tuned.tokenizer(text)["input_ids"] if len(text) <= limits.max_input_tokens * 32 else None
             if not ids or len(ids) > limits.max_input_tokens:
                 raise HTTPException(422, f"prompt.{index}: empty or longer than {limits.max_input_tokens} tokens")

@@ -1,0 +1,65 @@
+"""The paper's toolbox on the real default model: ensembles in one forward, nearest-token inspection."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from softprompt.ensemble import combine, member_scores
+from softprompt.inspect import nearest_tokens
+from softprompt.lm import PromptedLM
+from softprompt.prompt import init_prompt
+from softprompt.tasks import Task, load_named
+from softprompt.tuned import TunedPrompt
+
+TWEETS = Task("Tweet text : {Tweet text} Label : ", "Label", ["complaint", "no complaint"])
+
+
+def _member(smollm2, seed: int, n_tokens: int = 6) -> TunedPrompt:
+    model, tokenizer = smollm2
+    prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
+    return TunedPrompt(PromptedLM(model, prompt), tokenizer, TWEETS)
+
+
+def test_ensemble_of_five_in_one_forward_votes_as_members_alone(smollm2, data_dir):
+    members = [_member(smollm2, seed, n_tokens=4 + seed) for seed in range(5)]
+    rows = load_named("raft/twitter_complaints", "test", data_dir)[1][:12]
+    together = member_scores(members, rows, batch_size=40)
+    assert together.shape == (5, 12, 2)
+    for member, scores in zip(members, together):
+        alone = torch.tensor([[p["scores"][label] for label in TWEETS.labels] for p in member.predict(rows)])
+        assert torch.allclose(scores, alone, atol=1e-4)
+        assert scores.argmax(-1).tolist() == alone.argmax(-1).tolist()
+
+
+def test_vote_and_mean_modes():
+    # three members, two rows, two labels (log-probabilities)
+    scores = torch.log(torch.tensor([
+        [[0.6, 0.4], [0.1, 0.9]],
+        [[0.6, 0.4], [0.45, 0.55]],
+        [[0.01, 0.99], [0.45, 0.55]],
+    ]))  # fmt: skip
+    assert combine(scores, "vote") == [0, 1]  # two of three members say label 0 for row 0
+    assert combine(scores, "mean") == [1, 1]  # but member 3 is so sure that the mean goes to label 1
+
+
+def test_class_label_prompt_lists_label_words_as_nearest(smollm2, tmp_path):
+    model, tokenizer = smollm2
+    task = Task("Review : {text} Sentiment : ", "label", ["positive", "negative"])
+    prompt = init_prompt(6, model.get_input_embeddings(), tokenizer, "class-label", label_words=task.label_words)
+    tuned = TunedPrompt(PromptedLM(model, prompt), tokenizer, task, meta={"init": "class-label"})
+    report = nearest_tokens(tuned, k=3)
+    for position, word in enumerate(task.label_words):
+        nearest = report["positions"][position]["nearest"][0]
+        assert nearest["token"].strip() == word and abs(nearest["cosine"] - 1) < 1e-4
+    assert report["positions_near_a_label"] >= 2
+    tuned.save_pretrained(tmp_path / "prompt")
+    png = tmp_path / "near.png"
+    done = subprocess.run([sys.executable, "-m", "softprompt", "inspect", str(tmp_path / "prompt"), "--json",
+                           "--png", str(png)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["positions"][0]["nearest"][0]["token"].strip() == "positive"
+    assert png.stat().st_size > 1000

@@ -36,11 +36,17 @@ class Encoder:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def input_ids(self, row: Row) -> list[int]:
-        """The rendered template with the tokenizer's own leading special tokens (BOS where the model
-        expects one, as PEFT's recipe tokenises), cut in the middle so the template's tail survives."""
-        ids = self.tokenizer(self.task.render(row))["input_ids"]
-        if ids and ids[-1] == self.tokenizer.eos_token_id:
-            ids = ids[:-1]
+        """The row's model input: its rendered template, tokenised and cut to fit."""
+        return self.cut(self.tokenize(self.task.render(row)))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids with the tokenizer's own leading special tokens (BOS where the model expects one, as
+        PEFT's recipe tokenises), never a trailing EOS."""
+        ids = self.tokenizer(text)["input_ids"]
+        return ids[:-1] if ids and ids[-1] == self.tokenizer.eos_token_id else ids
+
+    def cut(self, ids: list[int]) -> list[int]:
+        """Cut in the middle so that the template's tail (e.g. " Label : ") survives and the label fits."""
         if len(ids) <= self.input_budget:
             return ids
         keep_head = self.input_budget - self.tail_length

@@ -223,12 +223,10 @@ def create_app(
             text = tuned.task.render(item)
             if not _valid_unicode(text):
                 raise HTTPException(422, f"inputs.{index}: not valid Unicode")
-            if (
-                len(text) > limits.max_input_tokens * 32
-                or len(tuned.tokenizer(text)["input_ids"]) > limits.max_input_tokens
-            ):
+            ids = tuned.encoder.tokenize(text) if len(text) <= limits.max_input_tokens * 32 else None
+            if ids is None or len(ids) > limits.max_input_tokens:
                 raise HTTPException(422, f"inputs.{index}: longer than {limits.max_input_tokens} tokens")
-            rows.append(tuned.encoder.input_ids(item))
+            rows.append(tuned.encoder.cut(ids))
         scores = await run(Job("classify", tuned, rows))
         labels = tuned.task.labels
         return ClassifyResponse(
@@ -249,7 +247,7 @@ def create_app(
         for index, text in enumerate(prompts):
             if not _valid_unicode(text):
                 raise HTTPException(422, f"prompt.{index}: not valid Unicode")
-            ids = tuned.tokenizer(text)["input_ids"] if len(text) <= limits.max_input_tokens * 32 else None
+            ids = tuned.encoder.tokenize(text) if len(text) <= limits.max_input_tokens * 32 else None
             if not ids or len(ids) > limits.max_input_tokens:
                 raise HTTPException(422, f"prompt.{index}: empty or longer than {limits.max_input_tokens} tokens")
             rows.append(ids)

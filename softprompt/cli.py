@@ -54,12 +54,17 @@ TRAIN_HELP = {
 
 
 def _train_parser(sub) -> None:
-    from .train import TrainConfig
-
     parser = sub.add_parser("train", help="train a soft prompt", description="Train a soft prompt on a frozen model.")
-    parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
+    _add_train_options(parser)
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as a flag (defaults left None, so a TOML file can fill what flags don't)."""
+    from .train import TrainConfig
+
+    parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         kind = {"int": int, "float": float}.get(str(field.type).split(" |")[0], str)
@@ -128,15 +133,87 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-new-tokens", type=int, default=256, help="largest max_tokens for completions")
     serve.add_argument("--max-body-bytes", type=int, default=2**20, help="largest request body")
     serve.add_argument("--admin-token-file", help="enables PUT/DELETE /v1/tasks/NAME with this bearer token")
+    _toolbox_parsers(sub)
     return parser
 
 
+def _toolbox_parsers(sub) -> None:
+    """The paper's toolbox: ensembles, nearest-token inspection, length/init sweeps, zero-shot transfer."""
+    ensemble = sub.add_parser(
+        "ensemble",
+        help="several prompts for one task, in one forward",
+        description="Evaluate K prompts of one task together (one batched forward).",
+    )
+    ensemble.add_argument("prompts", nargs="+", help="two or more prompt folders of the same task")
+    ensemble.add_argument("--data", help="labelled file to read (.csv, .tsv, .jsonl, hf:...)")
+    ensemble.add_argument("--task", help="read a shipped task's split instead of --data")
+    ensemble.add_argument("--split", default="test", help="split of --task (default: test)")
+    ensemble.add_argument("--data-dir", help="folder holding the shipped tasks' files")
+    ensemble.add_argument("--limit", type=int, default=0, help="use only the first N rows")
+    ensemble.add_argument("--batch-size", type=int, default=32, help="rows x members per forward")
+    ensemble.add_argument(
+        "--mode", choices=("vote", "mean"), default="vote", help="majority vote, or the highest mean probability"
+    )
+    ensemble.add_argument("--model", help="base model (default: the one the prompts were trained on)")
+    ensemble.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    inspect = sub.add_parser(
+        "inspect",
+        help="nearest vocabulary tokens of each prompt vector",
+        description="Show the tokens nearest (cosine) to each prompt position.",
+    )
+    inspect.add_argument("prompt", help="prompt folder")
+    inspect.add_argument("--k", type=int, default=5, help="neighbours per position")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.add_argument("--png", help="also draw a heat map to this PNG")
+    inspect.add_argument("--model", help="base model (default: the one the prompt was trained on)")
+    sweep = sub.add_parser(
+        "sweep",
+        help="grid over prompt length, init and seed -> CSV + PNG",
+        description="Train one prompt per (length, init, seed), evaluate each on held-out rows, "
+        "write OUTPUT/sweep.csv and OUTPUT/sweep.png (score vs length, one line per init).",
+    )
+    sweep.add_argument("--lengths", default="1,5,20,100", help="comma-separated prompt lengths")
+    sweep.add_argument("--inits", default="random-uniform,sampled-vocab,class-label", help="comma-separated inits")
+    sweep.add_argument("--seeds", default="0", help="comma-separated seeds")
+    sweep.add_argument("--test", help="labelled file for the held-out score (default: --task's --test-split)")
+    sweep.add_argument("--test-split", default="test", help="split of --task used for the held-out score")
+    sweep.add_argument("--test-limit", type=int, default=0, help="score on the first N held-out rows only")
+    sweep.add_argument("--plot", metavar="CSV", help="only redraw the PNG beside an existing sweep.csv")
+    _add_train_options(sweep)
+    transfer = sub.add_parser(
+        "transfer",
+        help="train on one task, evaluate zero-shot on another",
+        description="Train a prompt on one data set, then evaluate it zero-shot on another "
+        "whose columns are mapped onto the training fields (e.g. QQP -> MRPC).",
+    )
+    transfer.add_argument("--target", required=True, help="labelled file of the target task")
+    transfer.add_argument(
+        "--target-map",
+        required=True,
+        help='training field=target column pairs, e.g. "question1=#1 String,question2=#2 String,is_duplicate=Quality"',
+    )
+    transfer.add_argument("--target-limit", type=int, default=0, help="evaluate on the first N target rows only")
+    transfer.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
+    _add_train_options(transfer)
+
+
 def _train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, fit, resume_config
+    from .train import fit, resume_config
 
     if args.resume:
         fit(resume_config(args.resume), resume=True)
         return
+    config = _train_config(args)
+    tuned = fit(config, overwrite=args.overwrite)
+    print(f"saved prompt to {config.output}", file=sys.stderr)
+    if "metrics" in tuned.meta:
+        print(json.dumps(tuned.meta["metrics"]))
+
+
+def _train_config(args: argparse.Namespace):
+    """TrainConfig from --config FILE.toml, overridden by the flags given."""
+    from .train import TrainConfig
+
     values: dict = {}
     if args.config:
         try:
@@ -146,11 +223,7 @@ def _train(args: argparse.Namespace) -> None:
     flags = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
     }
-    config = TrainConfig.from_dict({**values, **flags}, args.config or "flags")
-    tuned = fit(config, overwrite=args.overwrite)
-    print(f"saved prompt to {config.output}", file=sys.stderr)
-    if "metrics" in tuned.meta:
-        print(json.dumps(tuned.meta["metrics"]))
+    return TrainConfig.from_dict({**values, **flags}, args.config or "flags")
 
 
 def _rows(args: argparse.Namespace) -> tuple[list[dict], str]:
@@ -233,6 +306,49 @@ def _ensemble(args: argparse.Namespace) -> None:
     print(json.dumps({"data": source, **evaluate_ensemble(members, rows, args.batch_size, args.mode)}))
 
 
+def _numbers(text: str, option: str) -> list[int]:
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise SoftpromptError(f"{option}: expected comma-separated integers, got {text!r}") from None
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from .sweep import plot_sweep, read_csv, run_sweep
+    from .tasks import load_named, read_rows
+
+    if args.plot:
+        plot_sweep(read_csv(Path(args.plot)), Path(args.plot).with_suffix(".png"))
+        return
+    config = _train_config(args)
+    if args.test:
+        test_rows = read_rows(args.test)
+    elif config.task:
+        test_rows = load_named(config.task, args.test_split, Path(config.data_dir) if config.data_dir else None)[1]
+    else:
+        raise SoftpromptError("sweep needs --test FILE (or --task with a --test-split)")
+    test_rows = test_rows[: args.test_limit] if args.test_limit else test_rows
+    lengths, seeds = _numbers(args.lengths, "--lengths"), _numbers(args.seeds, "--seeds")
+    inits = [item.strip() for item in args.inits.split(",") if item.strip()]
+    results = run_sweep(config, lengths, inits, seeds, test_rows, Path(config.output))
+    for row in results:
+        print(json.dumps(row))
+
+
+def _transfer(args: argparse.Namespace) -> None:
+    from .tasks import parse_mapping, read_rows, rename_columns
+    from .train import fit
+
+    config = _train_config(args)
+    mapping = parse_mapping(args.target_map, "--target-map")
+    target = rename_columns(read_rows(args.target), mapping, args.target)
+    target = target[: args.target_limit] if args.target_limit else target
+    tuned = fit(config, overwrite=args.overwrite)
+    tuned.task.check(target, args.target)
+    result = tuned.evaluate(target, config.eval_batch_size)
+    print(json.dumps({"source": config.task or config.train, "target": args.target, **result}))
+
+
 def _inspect(args: argparse.Namespace) -> None:
     from .inspect import as_text, heat_map, nearest_tokens
     from .tuned import TunedPrompt
@@ -284,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             "serve": _serve,
             "ensemble": _ensemble,
             "inspect": _inspect,
+            "sweep": _sweep,
+            "transfer": _transfer,
         }
         commands[args.command](args)
     except SoftpromptError as exc:

@@ -292,6 +292,15 @@ def labels_found(rows: Iterable[Row], label_field: str, source: str) -> list[str
     return sorted(found)
 
 
+def rename_columns(rows: list[Row], mapping: dict[str, str], source: str) -> list[Row]:
+    """Rows of another data set under the training task's field names: mapping is {training field: column}."""
+    if rows:
+        missing = [column for column in mapping.values() if column not in rows[0]]
+        if missing:
+            raise SoftpromptError(f"{source}: no column {show(missing[0])} (columns: {', '.join(map(show, rows[0]))})")
+    return [{**row, **{field: row[column] for field, column in mapping.items()}} for row in rows]
+
+
 def split_dev(rows: list[Row], fraction: float, seed: int, label_field: str) -> tuple[list[Row], list[Row]]:
     """Carve a stratified dev split from training rows (never tune on the test split)."""
     if not 0 < fraction < 1:

@@ -63,3 +63,47 @@ def test_class_label_prompt_lists_label_words_as_nearest(smollm2, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["positions"][0]["nearest"][0]["token"].strip() == "positive"
     assert png.stat().st_size > 1000
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "softprompt", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_sweep_writes_csv_and_png_and_replots(tiny_dir, data_dir, tmp_path):
+    out = tmp_path / "sweep"
+    done = _cli("sweep", "--model", tiny_dir, "--train", data_dir / "raft_twitter_complaints/train.csv",
+                "--template", "Tweet text : {Tweet text} Label : ", "--label-field", "Label", "--dev-fraction", "0.2",
+                "--lengths", "1,3", "--inits", "random-uniform,class-label", "--seeds", "0,1", "--epochs", "1",
+                "--test", data_dir / "raft_twitter_complaints/test_labeled_from_original.csv", "--test-limit", "40",
+                "--output", out)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    import csv
+
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [(r["num_virtual_tokens"], r["init"], r["seed"]) for r in rows] == [
+        (n, init, seed) for n in ("1", "3") for init in ("random-uniform", "class-label") for seed in ("0", "1")
+    ]
+    assert all(r["n"] == "40" and 0 <= float(r["accuracy"]) <= 1 for r in rows)
+    assert (out / "sweep.png").stat().st_size > 1000
+    (out / "sweep.png").unlink()
+    assert _cli("sweep", "--plot", out / "sweep.csv").returncode == 0
+    assert (out / "sweep.png").stat().st_size > 1000
+    bad = _cli("sweep", "--train", "x.csv", "--template", "{a}", "--label-field", "a", "--inits", "zeros",
+               "--test", "x.csv")  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "softprompt: error:" in bad.stderr
+
+
+def test_transfer_qqp_to_mrpc(tiny_dir, data_dir, tmp_path):
+    done = _cli("transfer", "--model", tiny_dir, "--train", data_dir / "qqp_sample/train_subset.tsv",
+                "--template", "Question 1: {question1} Question 2: {question2} Same? ", "--label-field",
+                "is_duplicate", "--verbalizer", "0=no,1=yes", "--max-steps", "3", "--output", tmp_path / "qqp",
+                "--target", data_dir / "mrpc/dev.tsv", "--target-limit", "50",
+                "--target-map", "question1=#1 String,question2=#2 String,is_duplicate=Quality")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["n"] == 50 and {"accuracy", "macro_f1"} <= result.keys()
+    bad = _cli("transfer", "--model", tiny_dir, "--train", data_dir / "qqp_sample/train_subset.tsv",
+               "--template", "{question1}", "--label-field", "is_duplicate", "--output", tmp_path / "bad",
+               "--target", data_dir / "mrpc/dev.tsv", "--target-map", "question1=#9 String")  # fmt: skip
+    assert bad.returncode == 2 and "no column #9 String" in bad.stderr

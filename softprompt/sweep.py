@@ -1,0 +1,93 @@
+"""Ablations in the paper's style (Lester et al. §3.2): a grid over prompt length, initialisation and seed,
+one trained prompt and one held-out result row per run, plus a plot of score against prompt length."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .checkpoint import atomic_write
+from .errors import SoftpromptError
+from .prompt import INITS
+from .tasks import Row
+from .train import TrainConfig, fit
+
+COLUMNS = ("num_virtual_tokens", "init", "seed", "n", "accuracy", "macro_f1", "loss", "train_steps")
+
+
+def run_sweep(
+    base_config: TrainConfig,
+    lengths: Sequence[int],
+    inits: Sequence[str],
+    seeds: Sequence[int],
+    test_rows: Sequence[Row],
+    output: Path,
+    base=None,
+) -> list[dict]:
+    """Train every (length, init, seed) and evaluate it on `test_rows`; rows go to output/sweep.csv as they come."""
+    unknown = [init for init in inits if init not in INITS]
+    if unknown:
+        raise SoftpromptError(f"--inits: unknown {unknown[0]!r} (choose from {', '.join(INITS)})")
+    if not lengths or min(lengths) < 1:
+        raise SoftpromptError("--lengths must be positive integers")
+    results: list[dict] = []
+    for length, init, seed in itertools.product(lengths, inits, seeds):
+        folder = output / "runs" / f"len{length}-{init}-seed{seed}"
+        config = dataclasses.replace(base_config, num_virtual_tokens=length, init=init, seed=seed,
+                                     output=str(folder), progress=False)  # fmt: skip
+        tuned = fit(config, base=base, overwrite=True)
+        base = base or (tuned.lm.base, tuned.tokenizer)
+        metrics = tuned.evaluate(test_rows, config.eval_batch_size)
+        steps = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+        results.append({"num_virtual_tokens": length, "init": init, "seed": seed, "n": metrics["n"],
+                        "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "loss": metrics["loss"],
+                        "train_steps": steps})  # fmt: skip
+        write_csv(results, output / "sweep.csv")
+    plot_sweep(results, output / "sweep.png")
+    return results
+
+
+def write_csv(results: Sequence[dict], target: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS)
+    writer.writeheader()
+    writer.writerows(results)
+    atomic_write(target, buffer.getvalue().encode())
+
+
+def read_csv(source: Path) -> list[dict]:
+    with open(source, newline="", encoding="utf-8") as handle:
+        return [
+            {**row, "num_virtual_tokens": int(row["num_virtual_tokens"]), "accuracy": float(row["accuracy"]),
+             "macro_f1": float(row["macro_f1"])}
+            for row in csv.DictReader(handle)
+        ]  # fmt: skip
+
+
+def plot_sweep(results: Sequence[dict], target: Path, metric: str = "accuracy") -> None:
+    """Score against prompt length (log scale), one line per initialisation, mean and range over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for init in dict.fromkeys(r["init"] for r in results):
+        lengths = sorted({r["num_virtual_tokens"] for r in results if r["init"] == init})
+        scores = [[r[metric] for r in results if r["init"] == init and r["num_virtual_tokens"] == n] for n in lengths]
+        means = [sum(s) / len(s) for s in scores]
+        low = [m - min(s) for m, s in zip(means, scores)]
+        high = [max(s) - m for m, s in zip(means, scores)]
+        ax.errorbar(lengths, means, yerr=[low, high], marker="o", capsize=3, label=init)
+    ax.set_xscale("log")
+    ax.set(xlabel="number of prompt tokens", ylabel=f"held-out {metric}", title="prompt length and initialisation")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, target)

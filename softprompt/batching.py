@@ -19,6 +19,7 @@ class Encoder:
     task: Task
     tokenizer: object
     max_length: int = 64
+    input_eos: bool = False  # encoder inputs keep the tokenizer's EOS (T5 was trained so); decoder-only drop it
 
     def __post_init__(self) -> None:
         eos = self.tokenizer.eos_token_id
@@ -41,9 +42,11 @@ class Encoder:
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids with the tokenizer's own leading special tokens (BOS where the model expects one, as
-        PEFT's recipe tokenises), never a trailing EOS."""
+        PEFT's recipe tokenises); a trailing EOS only for encoder inputs."""
         ids = self.tokenizer(text)["input_ids"]
-        return ids[:-1] if ids and ids[-1] == self.tokenizer.eos_token_id else ids
+        if self.input_eos or not ids or ids[-1] != self.tokenizer.eos_token_id:
+            return ids
+        return ids[:-1]
 
     def cut(self, ids: list[int]) -> list[int]:
         """Cut in the middle so that the template's tail (e.g. " Label : ") survives and the label fits."""

@@ -54,8 +54,9 @@ def _json_bytes(data: dict) -> bytes:
 
 
 def adapter_config(prompt: torch.Tensor, base_config, base_name: str, init: str, init_text: str | None) -> dict:
-    """The adapter_config.json that PEFT 0.21 writes for a causal-LM prompt-tuning adapter."""
+    """The adapter_config.json that PEFT 0.21 writes for a prompt-tuning adapter (causal or seq2seq LM)."""
     text = base_config.get_text_config()
+    seq2seq = bool(getattr(base_config, "is_encoder_decoder", False))
     return {
         "auto_mapping": None,
         "base_model_name_or_path": base_name,
@@ -63,13 +64,13 @@ def adapter_config(prompt: torch.Tensor, base_config, base_name: str, init: str,
         "modules_to_save": None,
         "num_attention_heads": text.num_attention_heads,
         "num_layers": text.num_hidden_layers,
-        "num_transformer_submodules": 1,
+        "num_transformer_submodules": 2 if seq2seq else 1,
         "num_virtual_tokens": prompt.shape[0],
         "peft_type": "PROMPT_TUNING",
         "prompt_tuning_init": PEFT_INIT.get(init, "RANDOM"),
         "prompt_tuning_init_text": init_text if init == "text" else None,
         "revision": None,
-        "task_type": "CAUSAL_LM",
+        "task_type": "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM",
         "token_dim": prompt.shape[1],
         "tokenizer_kwargs": None,
         "tokenizer_name_or_path": base_name if init == "text" else None,
@@ -77,8 +78,10 @@ def adapter_config(prompt: torch.Tensor, base_config, base_name: str, init: str,
 
 
 def save_prompt(folder: Path, prompt: torch.Tensor, config: dict, meta: dict) -> None:
+    """PEFT's layout: [N * num_transformer_submodules, d] rows (seq2seq repeats the prompt; PEFT reads the first N)."""
     folder = Path(folder)
-    atomic_write(folder / WEIGHTS, save({"prompt_embeddings": prompt.detach().float().cpu().contiguous()}))
+    rows = prompt.detach().float().cpu().repeat(config.get("num_transformer_submodules", 1), 1).contiguous()
+    atomic_write(folder / WEIGHTS, save({"prompt_embeddings": rows}))
     atomic_write(folder / CONFIG, _json_bytes(config))
     atomic_write(folder / META, _json_bytes(meta))
 

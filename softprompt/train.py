@@ -24,11 +24,10 @@ from . import checkpoint
 from .batching import chunks, target_batch
 from .distributed import DataParallel
 from .errors import SoftpromptError
-from .lm import PromptedLM
 from .models import DEFAULT_MODEL, load_base
 from .prompt import init_prompt
 from .tasks import Row, Task, labels_found, load_named, parse_labels, parse_mapping, read_rows, split_dev
-from .tuned import TunedPrompt
+from .tuned import TunedPrompt, prompted
 
 METRICS = ("loss", "accuracy", "macro_f1")
 
@@ -185,7 +184,7 @@ class Trainer:
             "seed": config.seed,
             "train_config": dataclasses.asdict(config),
         }
-        self.tuned = TunedPrompt(PromptedLM(model, prompt), tokenizer, self.task, config.max_length, meta)
+        self.tuned = TunedPrompt(prompted(model, prompt), tokenizer, self.task, config.max_length, meta)
         self.encoded = [
             (self.tuned.encoder.input_ids(row), self.tuned.encoder.label_ids[self.task.label_index(row)])
             for row in self.train_rows

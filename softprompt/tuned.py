@@ -17,7 +17,15 @@ from .evaluate import evaluate, label_scores
 from .lm import PromptedLM
 from .models import load_base
 from .prompt import SoftPrompt
+from .seq2seq import Seq2SeqPromptedLM
 from .tasks import Row, Task
+
+
+def prompted(base, prompt: SoftPrompt) -> PromptedLM | Seq2SeqPromptedLM:
+    """The prompted model for this architecture: decoder-only or encoder-decoder."""
+    if getattr(base.config, "is_encoder_decoder", False):
+        return Seq2SeqPromptedLM(base, prompt)
+    return PromptedLM(base, prompt)
 
 
 @dataclass
@@ -29,7 +37,8 @@ class TunedPrompt:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.encoder = Encoder(self.task, self.tokenizer, self.max_length)
+        seq2seq = getattr(self.lm.base.config, "is_encoder_decoder", False)
+        self.encoder = Encoder(self.task, self.tokenizer, self.max_length, input_eos=seq2seq)
 
     @classmethod
     def from_pretrained(
@@ -56,7 +65,7 @@ class TunedPrompt:
         hidden = base[0].config.get_text_config().hidden_size
         prompt, _, _ = checkpoint.load_prompt(folder, hidden)
         task = task or Task.from_json(meta["task"])
-        return cls(PromptedLM(base[0], SoftPrompt(prompt)), base[1], task, meta.get("max_length", 64), meta)
+        return cls(prompted(base[0], SoftPrompt(prompt)), base[1], task, meta.get("max_length", 64), meta)
 
     def save_pretrained(self, folder: str | os.PathLike, **extra) -> None:
         base = self.lm.base

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +91,18 @@ class TargetBatch:
 def target_batch(inputs: Sequence[list[int]], targets: Sequence[list[int]], pad_id: int) -> TargetBatch:
     ids, mask = pad_left([i + t for i, t in zip(inputs, targets)], pad_id)
     return TargetBatch(ids, mask, torch.tensor([len(t) for t in targets]))
+
+
+def in_length_order(sequences: Sequence[list[int]], batch_size: int, pad_id: int, run: Callable) -> list:
+    """`run(indices, ids, mask)` over left-padded batches of sequences of similar length (little padding), with
+    its per-sequence results put back in the sequences' order."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    results: list = [None] * len(sequences)
+    for chunk in chunks(order, batch_size):
+        ids, mask = pad_left([sequences[i] for i in chunk], pad_id)
+        for index, value in zip(chunk, run(chunk, ids, mask)):
+            results[index] = value
+    return results
 
 
 def chunks(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -27,7 +27,8 @@ TRAIN_HELP = {
     "labels": "comma-separated label values (default: those found in the training file; \\, escapes a comma)",
     "verbalizer": 'label value -> word, e.g. "0=negative,1=positive"',
     "num_virtual_tokens": "number of prompt vectors",
-    "init": "random-uniform | first-vocab | sampled-vocab | text | class-label",
+    "init": "random-uniform | first-vocab | sampled-vocab | text | class-label "
+    "(default: text when there is an init text, else class-label)",
     "init_text": "text for --init text (default: the task's)",
     "init_range": "half-width of the random-uniform init",
     "optimizer": "adamw (seed recipe, lr 3e-2, linear schedule) or adafactor (paper, lr 0.3, constant)",

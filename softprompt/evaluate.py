@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .batching import Encoder, chunks, pad_left
+from .batching import Encoder, in_length_order
 from .lm import PromptedLM
 from .tasks import Row
 
@@ -26,16 +26,9 @@ def label_scores(
 
 
 def by_length(encoder: Encoder, rows: Sequence[Row], batch_size: int, run: Callable) -> list:
-    """`run(ids, mask)` over batches of rows of similar length (so little of a batch is padding),
-    with its per-row results put back in the rows' order."""
+    """`run(ids, mask)` over batches of rows of similar length, results in the rows' order."""
     inputs = [encoder.input_ids(row) for row in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(inputs[i]))
-    results: list = [None] * len(rows)
-    for chunk in chunks(order, batch_size):
-        ids, mask = pad_left([inputs[i] for i in chunk], encoder.tokenizer.pad_token_id)
-        for index, value in zip(chunk, run(ids, mask)):
-            results[index] = value
-    return results
+    return in_length_order(inputs, batch_size, encoder.tokenizer.pad_token_id, lambda _, ids, mask: run(ids, mask))
 
 
 @torch.no_grad()

@@ -256,7 +256,7 @@ def _positions(mask: torch.Tensor, start: int) -> torch.Tensor:
 
 
 def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    if temperature <= 0:
+    if temperature < 1e-5:  # greedy; a float32 division by a tinier temperature would give 0/0
         return logits.argmax(-1)
     probs = F.softmax((logits - logits.amax(-1, keepdim=True)) / temperature, dim=-1)  # no inf - inf at tiny T
     if top_p < 1.0:

@@ -48,7 +48,7 @@ class TrainConfig:
     labels: str | None = None
     verbalizer: str | None = None
     num_virtual_tokens: int = 8
-    init: str = "text"
+    init: str | None = None  # text when the task has an init text, else class-label (the paper's default)
     init_text: str | None = None
     init_range: float = 0.5
     optimizer: str = "adamw"
@@ -168,18 +168,19 @@ class Trainer:
         self.task, self.train_rows, self.eval_rows = load_data(config)
         model, tokenizer = base or load_base(config.model, config.dtype)
         init_text = config.init_text or self.task.init_text
+        init = config.init or ("text" if init_text else "class-label")
         prompt = init_prompt(
             config.num_virtual_tokens,
             model.get_input_embeddings(),
             tokenizer,
-            config.init,
+            init,
             seed=config.seed,
             init_text=init_text,
             label_words=self.task.label_words,
             init_range=config.init_range,
         )
         meta = {
-            "init": config.init,
+            "init": init,
             "init_text": init_text,
             "seed": config.seed,
             "train_config": dataclasses.asdict(config),

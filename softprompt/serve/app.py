@@ -94,25 +94,30 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await _too_large(send, limit)
-        seen = 0
+        seen, answered = 0, False
 
         async def counted():
-            nonlocal seen
+            """The app's receive: past the limit, answer 413 ourselves and tell the app the client left."""
+            nonlocal seen, answered
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge
+                    if not answered:
+                        answered = True
+                        await _too_large(send, limit)
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded(message):
+            if not answered:  # once we have answered 413, whatever the app says is dropped
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await _too_large(send, limit)
-
-
-class _BodyTooLarge(Exception):
-    pass
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not answered:
+                raise
 
 
 async def _too_large(send, limit: int) -> None:

@@ -56,6 +56,10 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tiny_dir, data_di
             assert _whole(folder), f"{folder} is half-written"
         assert not (output / checkpoint.WEIGHTS).exists()
         killed_at.append(checkpoint.latest_checkpoint(output / "checkpoints").name)
+        if attempt == KILLS // 2:  # and one kill that surely lands mid-write: a staging folder with a torn file
+            torn = output / "checkpoints" / ".step-torn"
+            torn.mkdir()
+            (torn / checkpoint.STATE_TENSORS).write_bytes(b"\x00" * 7)
     done = subprocess.run([*command[:4], "--resume", str(output)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     straight = subprocess.run(_args(tiny_dir, data_dir, tmp_path / "straight"), capture_output=True, timeout=300)

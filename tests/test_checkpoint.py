@@ -158,3 +158,21 @@ def test_extra_tensors_and_half_precision_are_accepted(tmp_path):
     _weights(folder, torch.ones(4, 8, dtype=torch.float16), {"extra": torch.zeros(1)})
     prompt, _, _ = checkpoint.load_prompt(folder)
     assert prompt.dtype == torch.float32 and torch.equal(prompt, torch.ones(4, 8))
+
+
+def test_a_prompt_for_another_base_model_warns_offline_and_is_refused_by_the_server(tiny, tmp_path):
+    from softprompt.errors import SoftpromptError
+    from softprompt.serve.store import PromptStore
+
+    model, tokenizer = tiny
+    prompt = init_prompt(4, model.get_input_embeddings(), tokenizer, "random-uniform")
+    folder = tmp_path / "prompts" / "tweets"
+    TunedPrompt(PromptedLM(model, prompt), tokenizer, TASK).save_pretrained(folder)
+    meta = json.loads((folder / checkpoint.META).read_text())
+    meta["base_model"] = "some-other-model"
+    (folder / checkpoint.META).write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="trained on 'some-other-model'"):
+        TunedPrompt.from_pretrained(folder, base=tiny, model=model.name_or_path)
+    store = PromptStore(tiny, tmp_path / "prompts")
+    with pytest.raises(SoftpromptError, match="trained on 'some-other-model', this server runs"):
+        store.load_all()

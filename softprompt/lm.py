@@ -25,26 +25,39 @@ from .prompt import SoftPrompt
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-class PromptedLM(nn.Module):
-    """A frozen causal LM with a trainable SoftPrompt in front of every input."""
+class PromptedModel(nn.Module):
+    """What every prompted model shares: a frozen base, a SoftPrompt of matching width, the label loss."""
 
-    def __init__(self, base: PreTrainedModel, prompt: SoftPrompt, share_prompt_cache: bool = True) -> None:
+    def __init__(self, base: PreTrainedModel, prompt: SoftPrompt) -> None:
         super().__init__()
-        if prompt.hidden_size != base.config.get_text_config().hidden_size:
-            raise ValueError(
-                f"prompt hidden size {prompt.hidden_size} != model hidden size "
-                f"{base.config.get_text_config().hidden_size}"
-            )
+        hidden = base.config.get_text_config().hidden_size
+        if prompt.hidden_size != hidden:
+            raise ValueError(f"prompt hidden size {prompt.hidden_size} != model hidden size {hidden}")
         self.base = base
         self.prompt = prompt
-        self.share_prompt_cache = share_prompt_cache
-        self._kv_key: tuple | None = None
-        self._kv: KV | None = None
-        self.kv_hits = 0  # inference calls answered from the kept prompt cache (a serving metric)
+        self.kv_hits = 0  # inference calls answered from a kept prompt cache (a serving metric)
 
     @property
     def n_prompt(self) -> int:
         return self.prompt.n_tokens
+
+    def target_logprobs(self, input_ids, attention_mask, target_lengths) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood over all target tokens of the batch (as HF's -100 labels give)."""
+        logprobs, valid = self.target_logprobs(input_ids, attention_mask, target_lengths)
+        return -logprobs.sum() / valid.sum()
+
+
+class PromptedLM(PromptedModel):
+    """A frozen causal LM with a trainable SoftPrompt in front of every input."""
+
+    def __init__(self, base: PreTrainedModel, prompt: SoftPrompt, share_prompt_cache: bool = True) -> None:
+        super().__init__(base, prompt)
+        self.share_prompt_cache = share_prompt_cache
+        self._kv_key: tuple | None = None
+        self._kv: KV | None = None
 
     def _prompt_embeds(self, batch: int) -> torch.Tensor:
         dtype = self.base.get_input_embeddings().weight.dtype
@@ -181,11 +194,6 @@ class PromptedLM(nn.Module):
         batch = target_batch([r for r, _ in pairs], [c for _, c in pairs], pad_id=0)  # pads are masked out
         logprobs, _ = self.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
         return list(logprobs.sum(1).split([len(conts) for conts in continuations]))
-
-    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood over all target tokens of the batch (as HF's -100 labels give)."""
-        logprobs, valid = self.target_logprobs(input_ids, attention_mask, target_lengths)
-        return -logprobs.sum() / valid.sum()
 
     @torch.no_grad()
     def generate(

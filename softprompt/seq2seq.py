@@ -11,28 +11,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from transformers import PreTrainedModel
 
 from .batching import pad_left, pad_right
-from .lm import _pick, _until_eos
-from .prompt import SoftPrompt
+from .lm import PromptedModel, _pick, _until_eos
 
 
-class Seq2SeqPromptedLM(nn.Module):
+class Seq2SeqPromptedLM(PromptedModel):
     share_prompt_cache = False  # nothing to share: the prompt's encoder states depend on the input
-
-    def __init__(self, base: PreTrainedModel, prompt: SoftPrompt) -> None:
-        super().__init__()
-        if prompt.hidden_size != base.config.d_model:
-            raise ValueError(f"prompt hidden size {prompt.hidden_size} != model hidden size {base.config.d_model}")
-        self.base = base
-        self.prompt = prompt
-        self.kv_hits = 0
-
-    @property
-    def n_prompt(self) -> int:
-        return self.prompt.n_tokens
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states of [prompt; input] and their attention mask.
@@ -75,10 +60,6 @@ class Seq2SeqPromptedLM(nn.Module):
         ids, mask = pad_left([row[:cut] for row, cut in zip(rows, cuts)], self.base.config.pad_token_id)
         states, full_mask = self.encode(ids.to(input_ids.device), mask.to(input_ids.device))
         return self.decode_logprobs(states, full_mask, [row[cut:] for row, cut in zip(rows, cuts)])
-
-    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
-        logprobs, valid = self.target_logprobs(input_ids, attention_mask, target_lengths)
-        return -logprobs.sum() / valid.sum()
 
     def continuation_logprobs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuations, cache=None

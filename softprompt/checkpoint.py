@@ -128,14 +128,19 @@ def load_prompt(folder: str | os.PathLike, hidden_size: int | None = None) -> tu
     if prompt.shape[0] < n_virtual:
         raise SoftpromptError(f"{weights}: {prompt.shape[0]} rows but num_virtual_tokens is {n_virtual}")
     prompt = prompt[:n_virtual].float()  # seq2seq PEFT folders hold 2N rows; the first N are the prompt
-    if hidden_size is not None and prompt.shape[1] != hidden_size:
-        raise SoftpromptError(
-            f"{folder}: prompt was saved for hidden size {prompt.shape[1]}, this model has {hidden_size}"
-        )
+    if hidden_size is not None:
+        check_hidden_size(folder, prompt, hidden_size)
     if not torch.isfinite(prompt).all():
         raise SoftpromptError(f"{weights}: prompt_embeddings holds NaN or Inf values")
     meta = _read_json(folder / META) if (folder / META).is_file() else {}
     return prompt, config, meta
+
+
+def check_hidden_size(folder: Path, prompt: torch.Tensor, hidden_size: int) -> None:
+    if prompt.shape[1] != hidden_size:
+        raise SoftpromptError(
+            f"{folder}: prompt was saved for hidden size {prompt.shape[1]}, this model has {hidden_size}"
+        )
 
 
 def save_checkpoint(root: Path, step: int, files: dict[str, bytes], keep: int = 2) -> Path:

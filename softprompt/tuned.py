@@ -51,7 +51,7 @@ class TunedPrompt:
     ) -> TunedPrompt:
         """Load a prompt folder (ours, or PEFT's given `task`) on `base` = (model, tokenizer), else on the
         model the folder names."""
-        _, config, meta = checkpoint.load_prompt(folder)
+        prompt, config, meta = checkpoint.load_prompt(folder)
         if task is None and "task" not in meta:
             raise SoftpromptError(f"{folder}: no {checkpoint.META} with a task; pass the task's template and labels")
         trained_on = meta.get("base_model") or config.get("base_model_name_or_path")
@@ -62,8 +62,7 @@ class TunedPrompt:
             if not ref:
                 raise SoftpromptError(f"{folder}: names no base model; pass --model")
             base = load_base(ref, dtype)
-        hidden = base[0].config.get_text_config().hidden_size
-        prompt, _, _ = checkpoint.load_prompt(folder, hidden)
+        checkpoint.check_hidden_size(Path(folder), prompt, base[0].config.get_text_config().hidden_size)
         task = task or Task.from_json(meta["task"])
         return cls(prompted(base[0], SoftPrompt(prompt)), base[1], task, meta.get("max_length", 64), meta)
 

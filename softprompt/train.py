@@ -25,6 +25,7 @@ from .batching import chunks, target_batch
 from .distributed import DataParallel
 from .errors import SoftpromptError
 from .models import DEFAULT_MODEL, load_base
+from .plots import plot_curves
 from .prompt import init_prompt
 from .tasks import Row, Task, labels_found, load_named, parse_labels, parse_mapping, read_rows, split_dev
 from .tuned import TunedPrompt, prompted
@@ -314,8 +315,8 @@ class Trainer:
             disable=not (config.progress and self.parallel.main),
         )
         stop = progress["step"] >= self.total_steps
+        lengths = [len(source) + len(target) for source, target in self.encoded]
         while not stop:
-            lengths = [len(source) + len(target) for source, target in self.encoded]
             batches = epoch_batches(lengths, config.batch_size, config.seed, progress["epoch"], config.bucket)
             micro = [[self.encoded[i] for i in batch] for batch in batches]
             steps = list(chunks(micro, config.grad_accum))
@@ -352,8 +353,6 @@ class Trainer:
                 self.tuned.lm.prompt.embedding.copy_(prompt)
             self.tuned.meta.update(metrics=meta.get("metrics"), step=meta.get("step"))
         self.tuned.save_pretrained(self.output)
-        from .plots import plot_curves
-
         plot_curves(self.output / "metrics.jsonl", self.output / "curves.png")
         return self.tuned
 

@@ -210,6 +210,7 @@ class Trainer:
             "bad_evals": 0,
             "window_loss": 0.0,
             "window_tokens": 0,
+            "logged": 0,  # metrics.jsonl records written so far: a resumed run drops any later ones
         }
 
     def resume(self, folder: Path) -> None:
@@ -218,14 +219,13 @@ class Trainer:
             self.tuned.lm.prompt.embedding.copy_(prompt)
         metrics = self.output / "metrics.jsonl"
         if metrics.is_file() and self.parallel.main:  # drop what the killed run logged after its last checkpoint
-            lines = [
-                line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.progress["step"]
-            ]
+            lines = metrics.read_text().splitlines()[: self.progress["logged"]]
             checkpoint.atomic_write(metrics, "".join(line + "\n" for line in lines).encode())
 
     def _log(self, record: dict) -> None:
         with open(self.output / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        self.progress["logged"] += 1
 
     def _train_step(self, batch_items) -> None:
         """One optimizer step over `grad_accum` micro-batches."""

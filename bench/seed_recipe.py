@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
 
+from fixed_padding import fixed_padding  # noqa: E402
+
 from softprompt.batching import Encoder, chunks, pad_left, target_batch  # noqa: E402
 from softprompt.evaluate import classification_metrics  # noqa: E402
 from softprompt.models import load_base  # noqa: E402
@@ -81,20 +83,6 @@ def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
     )
     peft = get_peft_model(model, config)
 
-    def padded(rows):
-        """PEFT's example: input + label + eos, left-padded to 64, loss on the label tokens only."""
-        ids, mask, labels = [], [], []
-        for row in rows:
-            source, target = encoder.input_ids(row), encoder.label_ids[task.label_index(row)]
-            seq = (source + target)[-64:]
-            lab = ([-100] * len(source) + target)[-64:]
-            pad = 64 - len(seq)
-            ids.append([tokenizer.pad_token_id] * pad + seq)
-            mask.append([0] * pad + [1] * len(seq))
-            labels.append([-100] * pad + lab)
-        ids, mask = torch.tensor(ids), torch.tensor(mask)
-        return ids, mask, torch.tensor(labels)
-
     optimizer = torch.optim.AdamW(peft.parameters(), lr=3e-2)
     steps_per_epoch = math.ceil(len(train_rows) / 8)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, steps_per_epoch * args.epochs)
@@ -106,7 +94,7 @@ def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
         order = torch.randperm(len(train_rows), generator=generator).tolist()
         for batch in chunks([train_rows[i] for i in order], 8):
             tick = time.perf_counter()
-            ids, mask, labels = padded(batch)
+            ids, mask, labels, _ = fixed_padding(encoder, batch, 64)
             loss = peft(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             optimizer.step()
@@ -115,7 +103,7 @@ def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
             step_times.append(time.perf_counter() - tick)
         peft.eval()
         with torch.no_grad():
-            ids, mask, labels = padded(dev_rows)
+            ids, mask, labels, _ = fixed_padding(encoder, dev_rows, 64)
             eval_loss = peft(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
         print(
             json.dumps(

@@ -28,6 +28,8 @@ os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
 
 def batches(tokenizer, args) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(ids, mask, labels with -100 off the label, label lengths), every batch exactly [batch, length]."""
+    from fixed_padding import fixed_padding
+
     from softprompt.batching import Encoder
     from softprompt.tasks import load_named
 
@@ -36,16 +38,7 @@ def batches(tokenizer, args) -> list[tuple[torch.Tensor, torch.Tensor, torch.Ten
     out = []
     for step in range(args.steps + args.warmup):
         chunk = [rows[(step * args.batch_size + i) % len(rows)] for i in range(args.batch_size)]
-        ids, mask, labels, lengths = [], [], [], []
-        for row in chunk:
-            source, target = encoder.input_ids(row), encoder.label_ids[task.label_index(row)]
-            pad = args.length - len(source) - len(target)
-            ids.append([tokenizer.pad_token_id] * pad + source + target)
-            mask.append([0] * pad + [1] * (len(source) + len(target)))
-            labels.append([-100] * (pad + len(source)) + target)
-            lengths.append(len(target))
-        ids, mask = torch.tensor(ids), torch.tensor(mask)
-        out.append((ids, mask, torch.tensor(labels), torch.tensor(lengths)))
+        out.append(fixed_padding(encoder, chunk, args.length))
     return out
 
 

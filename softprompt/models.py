@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from .errors import SoftpromptError
 
@@ -105,8 +105,9 @@ def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32") -> tuple[PreTrai
     path = resolve(ref)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        config_cls = AutoModelForSeq2SeqLM if _is_seq2seq(path) else AutoModelForCausalLM
-        model = config_cls.from_pretrained(path, dtype=DTYPES[dtype])
+        config = AutoConfig.from_pretrained(path)
+        model_cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        model = model_cls.from_pretrained(path, config=config, dtype=DTYPES[dtype])
     except OSError as exc:
         raise SoftpromptError(
             f"model {ref!r}: not an embedded alias ({', '.join(EMBEDDED)}), a local folder, or a hub id "
@@ -119,9 +120,3 @@ def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32") -> tuple[PreTrai
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.name_or_path = ref
     return model, tokenizer
-
-
-def _is_seq2seq(path: str) -> bool:
-    from transformers import AutoConfig
-
-    return bool(getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False))

@@ -7,7 +7,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export SOFTPROMPT_DATA ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARED_DATA),)
 DEMO ?= runs/demo
 
-.PHONY: setup demo test lint bench-peft clean
+.PHONY: setup demo test lint bench-peft experiments clean
 
 setup: $(VENV)/.installed
 
@@ -24,14 +24,17 @@ demo: setup
 	$(BIN)/softprompt eval $(DEMO) --task raft/twitter_complaints --split test --limit 1000
 
 test: setup
-	$(BIN)/ruff check softprompt tests bench
+	$(BIN)/ruff check softprompt tests bench experiments
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check softprompt tests bench
+	$(BIN)/ruff check softprompt tests bench experiments
 
 bench-peft: setup
-	$(BIN)/python bench/peft_seed_recipe.py
+	$(BIN)/python bench/seed_recipe.py --dtypes float32,bfloat16
+
+experiments: setup  # every figure in docs/experiments.md (about 70 minutes on 2 cores)
+	SOFTPROMPT=$(BIN)/softprompt PYTHON=$(BIN)/python experiments/run.sh
 
 clean:
 	rm -rf $(VENV) runs

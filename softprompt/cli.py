@@ -22,6 +22,7 @@ TRAIN_HELP = {
     "eval": "labelled file evaluated during training (else --dev-fraction carves one from --train)",
     "data_dir": "folder holding the shipped tasks' files (default $SOFTPROMPT_DATA, else the HF hub)",
     "dev_fraction": "carve this stratified fraction of the training rows out as the eval set",
+    "train_limit": "train on a stratified, seeded sample of about N training rows (0 = all)",
     "template": 'input template with {field} placeholders, e.g. "Tweet text : {Tweet text} Label : "',
     "label_field": "column holding the label",
     "labels": "comma-separated label values (default: those found in the training file; \\, escapes a comma)",

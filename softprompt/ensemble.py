@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from .errors import SoftpromptError
-from .evaluate import by_length, classification_metrics
-from .lm import mixed_prompt_cache
+from .evaluate import classification_metrics
 from .tasks import Row
 from .tuned import TunedPrompt
 
@@ -35,16 +34,12 @@ def member_scores(members: Sequence[TunedPrompt], rows: Sequence[Row], batch_siz
     """[K, N, L] label log-likelihoods of every member for every row, K members per forward."""
     check_members(members)
     first = members[0]
-    labels = first.encoder.label_ids
-    k = len(members)
-
-    def run(ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        cache = mixed_prompt_cache([member.lm for member in members for _ in range(len(ids))])
-        scores = first.lm.continuation_logprobs(ids.repeat(k, 1), mask.repeat(k, 1), [labels] * (k * len(ids)), cache)
-        return list(torch.stack(scores).view(k, len(ids), -1).transpose(0, 1))
-
-    per_row = by_length(first.encoder, rows, max(1, batch_size // k), run)
-    return torch.stack(per_row).transpose(0, 1)
+    inputs = [first.encoder.input_ids(row) for row in rows]
+    k, n = len(members), len(rows)
+    scores = first.lm.score_rows(
+        inputs * k, [first.encoder.label_ids] * (k * n), batch_size, [member.lm for member in members for _ in rows]
+    )
+    return torch.stack(scores).view(k, n, -1)
 
 
 def combine(scores: torch.Tensor, mode: str = "vote") -> list[int]:

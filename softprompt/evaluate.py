@@ -19,9 +19,7 @@ def label_scores(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log-probabilities of each label's tokens (word + EOS) after each row: ([N, L], lengths [L])."""
     labels = encoder.label_ids
-    scores = by_length(
-        encoder, rows, batch_size, lambda ids, mask: lm.continuation_logprobs(ids, mask, [labels] * len(ids))
-    )
+    scores = lm.score_rows([encoder.input_ids(row) for row in rows], [labels] * len(rows), batch_size)
     return torch.stack(scores), torch.tensor([len(t) for t in labels], dtype=torch.float32)
 
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
-from .batching import pad_right, target_batch
+from .batching import chunks, in_length_order, pad_right, target_batch
+from .packing import packable, packed_scores
 from .prompt import SoftPrompt
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -43,6 +44,23 @@ class PromptedModel(nn.Module):
 
     def target_logprobs(self, input_ids, attention_mask, target_lengths) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def score_rows(
+        self, rows: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]], batch_size: int = 32
+    ) -> list[torch.Tensor]:
+        """Each row's summed continuation log-probabilities (row i: `continuations[i]`), in the rows' order,
+        over batches of rows of similar length."""
+
+        def run(idx: list[int], ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+            return self.continuation_logprobs(ids, mask, [continuations[i] for i in idx])
+
+        return in_length_order(rows, batch_size, 0, run)
+
+    def target_logprob_sum(self, sources: Sequence[list[int]], targets: Sequence[list[int]]) -> torch.Tensor:
+        """[B] summed log-probabilities of each row's target after its source (the training loss's terms)."""
+        batch = target_batch(sources, targets, pad_id=0)  # pads are masked out
+        logprobs, _ = self.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
+        return logprobs.sum(1)
 
     def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood over all target tokens of the batch (as HF's -100 labels give)."""
@@ -183,6 +201,46 @@ class PromptedLM(PromptedModel):
             picked = logprobs.gather(-1, cont_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             scores = scores + (picked * cont_mask[:, 1:]).sum(1)
         return list(scores.split([len(conts) for conts in continuations]))
+
+    def score_rows(
+        self,
+        rows: Sequence[list[int]],
+        continuations: Sequence[Sequence[list[int]]],
+        batch_size: int = 32,
+        prompts: Sequence[PromptedLM] | None = None,
+    ) -> list[torch.Tensor]:
+        """As PromptedModel.score_rows, row i under `prompts[i]`'s prompt (default: this one; all on this base).
+
+        Where the model allows it, `batch_size` rows at a time go into one padding-free packed forward that
+        also scores every continuation (packing.py); otherwise the padded two-stage path below runs."""
+        prompts = list(prompts or [self] * len(rows))
+        if self._packs(rows, continuations, prompts):
+            scores: list[torch.Tensor] = []
+            for idx in chunks(range(len(rows)), batch_size):
+                chunk_rows, chunk_conts = [rows[i] for i in idx], [continuations[i] for i in idx]
+                scores += packed_scores([prompts[i] for i in idx], chunk_rows, chunk_conts)
+            return scores
+        if all(lm is self for lm in prompts):
+            return super().score_rows(rows, continuations, batch_size)
+
+        def run(idx: list[int], ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+            cache = mixed_prompt_cache([prompts[i] for i in idx])
+            return self.continuation_logprobs(ids, mask, [continuations[i] for i in idx], cache)
+
+        return in_length_order(rows, batch_size, 0, run)
+
+    def target_logprob_sum(self, sources: Sequence[list[int]], targets: Sequence[list[int]]) -> torch.Tensor:
+        """As PromptedModel.target_logprob_sum; packed (no padding) where the model allows it."""
+        continuations = [[target] for target in targets]
+        if self._packs(sources, continuations, [self] * len(sources)):
+            return torch.cat(packed_scores([self] * len(sources), sources, continuations))
+        return super().target_logprob_sum(sources, targets)
+
+    def _packs(self, rows, continuations, prompts) -> bool:
+        if not self.share_prompt_cache:  # the plain path (reference, gradient checkpointing) stays as PEFT does it
+            return False
+        sizes = (lm.n_prompt + len(row) + max(map(len, conts)) for row, conts, lm in zip(rows, continuations, prompts))
+        return packable(self.base.config, max(sizes, default=0))
 
     def _continuation_logprobs_plain(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuations: Sequence[Sequence[list[int]]]

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .batching import chunks, target_batch
+from .batching import chunks
 from .distributed import DataParallel
 from .errors import SoftpromptError
 from .models import DEFAULT_MODEL, load_base
@@ -44,6 +44,7 @@ class TrainConfig:
     eval: str | None = None
     data_dir: str | None = None
     dev_fraction: float = 0.0
+    train_limit: int = 0
     template: str | None = None
     label_field: str | None = None
     labels: str | None = None
@@ -91,6 +92,8 @@ class TrainConfig:
             raise SoftpromptError(f"--keep-best must be one of {', '.join(METRICS)}, got {self.keep_best!r}")
         if (self.task is None) == (self.train is None):
             raise SoftpromptError("give exactly one of --task NAME or --train FILE")
+        if self.train_limit < 0:
+            raise SoftpromptError("--train-limit must be 0 (all rows) or positive")
         for name in ("batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
                 raise SoftpromptError(f"--{name.replace('_', '-')} must be at least 1")
@@ -111,6 +114,9 @@ def load_data(config: TrainConfig) -> tuple[Task, list[Row], list[Row] | None]:
         verbalizer = parse_mapping(config.verbalizer, "--verbalizer") if config.verbalizer else {}
         task = Task(config.template, config.label_field, labels, verbalizer, name=Path(source).stem)
     task.check(rows, source)
+    if config.train_limit and config.train_limit < len(rows):
+        # A stratified subset, so a large training set (SST-2's 67k rows) can run as a few-shot task.
+        _, rows = split_dev(rows, config.train_limit / len(rows), config.seed, task.label_field)
     eval_rows = None
     if config.eval:
         eval_rows = read_rows(config.eval)
@@ -229,16 +235,14 @@ class Trainer:
 
     def _train_step(self, batch_items) -> None:
         """One optimizer step over `grad_accum` micro-batches."""
-        lm, pad = self.tuned.lm, self.tuned.tokenizer.pad_token_id
+        lm = self.tuned.lm
         tokens = sum(len(target) for items in batch_items for _, target in items)  # over the global batch
         loss_total = 0.0
         for items in batch_items:
             items = self.parallel.shard(items)
             if not items:
                 continue
-            batch = target_batch([i for i, _ in items], [t for _, t in items], pad)
-            logprobs, _ = lm.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths)
-            loss_sum = -logprobs.sum()
+            loss_sum = -lm.target_logprob_sum([i for i, _ in items], [t for _, t in items]).sum()
             (loss_sum / tokens).backward()
             loss_total += loss_sum.item()
         embedding = lm.prompt.embedding
@@ -339,6 +343,11 @@ class Trainer:
                 if not config.eval_every:
                     stop = self._evaluate() or stop
                 self._checkpoint()
+            elif progress["step"] >= self.total_steps:  # --max-steps ended the run mid-epoch: log and save it too
+                if not (config.eval_every and progress["step"] % config.eval_every == 0):
+                    self._evaluate()
+                if not (config.save_steps and progress["step"] % config.save_steps == 0):
+                    self._checkpoint()
         bar.close()
         return self._finish()
 

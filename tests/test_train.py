@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from softprompt import checkpoint
+from softprompt.errors import SoftpromptError
 from softprompt.train import TrainConfig, fit
 from softprompt.tuned import TunedPrompt
 
@@ -48,6 +49,22 @@ def test_same_seed_same_prompt_other_seed_other_prompt(tiny, tiny_dir, data_dir,
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert {"train_loss", "train_ppl", "eval_loss", "eval_ppl", "accuracy", "macro_f1"} <= records[-1].keys()
     assert (tmp_path / "a" / "curves.png").stat().st_size > 1000
+
+
+def test_train_limit_and_max_steps_mid_epoch(tiny, tiny_dir, data_dir, tmp_path):
+    """--train-limit keeps a stratified sample; a run that --max-steps ends mid-epoch still logs and saves
+    its last step."""
+    from softprompt.train import Trainer
+
+    trainer = Trainer(_config(tiny_dir, data_dir, tmp_path / "sample", train_limit=20, dev_fraction=0.0), base=tiny)
+    labels = [row["Label"] for row in trainer.train_rows]
+    assert len(labels) == 20 and labels.count("complaint") == 7  # 17 of 50 in the file: the share is kept
+    fit(_config(tiny_dir, data_dir, tmp_path / "short", max_steps=7), base=tiny)  # 5 steps per epoch
+    records = [json.loads(line) for line in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 7] and "accuracy" in records[-1]
+    assert checkpoint.latest_checkpoint(tmp_path / "short" / "checkpoints").name.endswith("7")
+    with pytest.raises(SoftpromptError, match="--train-limit"):
+        fit(_config(tiny_dir, data_dir, tmp_path / "bad", train_limit=-1), base=tiny)
 
 
 def test_adafactor_keep_best_and_grad_accum(tiny, tiny_dir, data_dir, tmp_path):
@@ -139,7 +156,6 @@ def test_real_model_learns_twitter_complaints(smollm2, data_dir, tmp_path):
 
 
 def test_second_run_on_the_same_folder_is_refused(tiny, tiny_dir, data_dir, tmp_path):
-    from softprompt.errors import SoftpromptError
     from softprompt.train import output_lock
 
     config = _config(tiny_dir, data_dir, tmp_path / "run", epochs=1)

@@ -93,6 +93,8 @@ class BodyLimit:
         limit = self.limits.max_upload_bytes if upload else self.limits.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            if declared.isdigit() and int(declared) <= DRAIN_FACTOR * limit:
+                await _drain(receive)  # a client still sending would see a reset connection instead of our 413
             return await _too_large(send, limit)
         seen, answered = 0, False
 
@@ -118,6 +120,16 @@ class BodyLimit:
         except Exception:
             if not answered:
                 raise
+
+
+DRAIN_FACTOR = 8  # declared bodies up to this many times the limit are read and dropped before the 413
+
+
+async def _drain(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
 
 
 async def _too_large(send, limit: int) -> None:

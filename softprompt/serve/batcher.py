@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..batching import in_length_order, pad_left
+from ..batching import pad_left
 from ..lm import mixed_prompt_cache
 from ..tuned import TunedPrompt
-
-LENGTH_GROUP = 8  # rows per forward inside a collected batch, grouped by length
 
 
 class Overloaded(Exception):
@@ -142,16 +140,12 @@ def _split(values: list, jobs: list[Job]) -> list[list]:
 
 
 def _classify(jobs: list[Job]) -> list[list[list[float]]]:
-    """The classification rows of every task, mixed in forwards of rows of similar length (a batch padded to
-    its longest row would spend much of its compute on padding); per row, its task's label scores."""
+    """The classification rows of every task in one mixed-task pass; per row, its task's label scores."""
     rows, owners = _rows_of(jobs)
-
-    def run(indices: list[int], ids: torch.Tensor, mask: torch.Tensor) -> list[list[float]]:
-        cache = mixed_prompt_cache([owners[i].lm for i in indices])
-        labels = [owners[i].encoder.label_ids for i in indices]
-        return [row.tolist() for row in owners[0].lm.continuation_logprobs(ids, mask, labels, cache=cache)]
-
-    return _split(in_length_order(rows, LENGTH_GROUP, owners[0].tokenizer.pad_token_id, run), jobs)
+    scores = owners[0].lm.score_rows(
+        rows, [tuned.encoder.label_ids for tuned in owners], len(rows), [tuned.lm for tuned in owners]
+    )
+    return _split([row.tolist() for row in scores], jobs)
 
 
 def _complete(jobs: list[Job]) -> list[list[list[int]]]:

@@ -1,0 +1,138 @@
+"""Packed scoring: many rows, each with its own prompt and several continuations, in one padding-free forward.
+
+Rows are laid end to end in a few long sequences ("packs"). After each row come its continuations minus
+their last token (e.g. every label of the task), side by side. A 4D attention mask lets each token see its
+own prompt (from the shared cache of every prompt in play), its own row, and, for continuation tokens, only
+the earlier tokens of the same continuation; position ids restart for each row. So every (row, continuation)
+scores as it would alone, while the matrix multiplies see one large batch with no padding, and the
+continuations need no second pass and no copy of the cache.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+if TYPE_CHECKING:
+    from .lm import PromptedLM
+
+# Decoder-only families whose attention takes a custom 4D mask and whose positions come from position ids
+# alone (ALiBi models such as BLOOM derive positions from the 2D mask, so they keep the padded path).
+PACKABLE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma3", "phi3", "olmo2"}
+PACK_TOKENS = 192  # tokens per pack: long enough for efficient matrix multiplies, short enough that the
+# dense masked attention (which grows with the square of a pack's length) stays a small share of the work
+
+
+def packable(config, longest: int = 0) -> bool:
+    """Whether this model can score packed rows of up to `longest` tokens (prompt included): our mask
+    replaces the model's own, so a sliding-window layer must never need its window."""
+    window = getattr(config.get_text_config(), "sliding_window", None)
+    return (
+        config.model_type in PACKABLE
+        and config._attn_implementation in ("sdpa", "eager")
+        and (not window or longest <= window)
+    )
+
+
+@dataclass
+class Pack:
+    """One batch row of the packed forward: token ids, position ids, and who each token belongs to."""
+
+    ids: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    row: list[int] = field(default_factory=list)  # the input row each token belongs to
+    branch: list[int] = field(default_factory=list)  # -1: the row itself; k: its k-th continuation
+    targets: list[tuple[int, int, int, int]] = field(default_factory=list)  # (index, token, row, continuation)
+
+
+def build_packs(
+    rows: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]], offsets: Sequence[int], pack_tokens: int
+) -> list[Pack]:
+    """Lay rows and their continuations into packs; `offsets[i]` is the position row i starts at (its prompt
+    length). Longest rows first, each into the first pack with room (little padding at the packs' ends); a row
+    never straddles two packs, and a row longer than `pack_tokens` gets a pack of its own."""
+    sizes = [len(row) + sum(len(cont) - 1 for cont in conts) for row, conts in zip(rows, continuations)]
+    # As many packs as `pack_tokens` asks for, filled evenly (296 tokens make two packs of ~150, not 192 + 104).
+    capacity = max(max(sizes, default=0), math.ceil(1.1 * sum(sizes) / math.ceil(sum(sizes) / pack_tokens or 1)))
+    packs: list[Pack] = []
+    for index in sorted(range(len(rows)), key=sizes.__getitem__, reverse=True):  # first fit, longest first
+        row, conts = rows[index], continuations[index]
+        if not row:
+            raise ValueError(f"row {index} is empty: a continuation needs at least one input token")
+        pack = next((p for p in packs if len(p.ids) + sizes[index] <= capacity), None)
+        if pack is None:
+            pack = Pack()
+            packs.append(pack)
+        start = len(pack.ids)
+        pack.ids += row
+        pack.positions += range(offsets[index], offsets[index] + len(row))
+        pack.row += [index] * len(row)
+        pack.branch += [-1] * len(row)
+        last = start + len(row) - 1  # predicts every continuation's first token
+        for k, cont in enumerate(conts):
+            head = len(pack.ids)
+            pack.ids += cont[:-1]
+            pack.positions += range(offsets[index] + len(row), offsets[index] + len(row) + len(cont) - 1)
+            pack.row += [index] * (len(cont) - 1)
+            pack.branch += [k] * (len(cont) - 1)
+            pack.targets += [(last if j == 0 else head + j - 1, token, index, k) for j, token in enumerate(cont)]
+    return packs
+
+
+def packed_scores(
+    lms: Sequence[PromptedLM],
+    rows: Sequence[list[int]],
+    continuations: Sequence[Sequence[list[int]]],
+    pack_tokens: int | None = None,
+) -> list[torch.Tensor]:
+    """Summed log-probabilities of each row's continuations, row i under `lms[i]`'s prompt (one base model)."""
+    unique = list({id(lm): lm for lm in lms}.values())
+    first = unique[0]
+    kvs = [lm.prompt_kv() for lm in unique]
+    slot_owner = torch.cat([torch.full((lm.n_prompt,), i) for i, lm in enumerate(unique)])
+    owner_of = {id(lm): i for i, lm in enumerate(unique)}
+    row_owner = torch.tensor([owner_of[id(lm)] for lm in lms])
+    packs = build_packs(rows, continuations, [lm.n_prompt for lm in lms], pack_tokens or PACK_TOKENS)
+
+    width = max(len(p.ids) for p in packs)
+    ids, positions, row, branch = (torch.zeros(len(packs), width, dtype=torch.long) for _ in range(4))
+    row -= 1  # padding belongs to no row
+    for b, pack in enumerate(packs):
+        n = len(pack.ids)
+        ids[b, :n], positions[b, :n] = torch.tensor(pack.ids), torch.tensor(pack.positions)
+        row[b, :n], branch[b, :n] = torch.tensor(pack.row), torch.tensor(pack.branch)
+    device = first.prompt.embedding.device
+    query_owner = row_owner[row.clamp(min=0)]
+    sees_prompt = (query_owner[:, :, None] == slot_owner[None, None]) & (row[:, :, None] >= 0)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    same_row = row[:, :, None] == row[:, None, :]
+    same_branch = (branch[:, None, :] == -1) | (branch[:, None, :] == branch[:, :, None])
+    sees_text = causal & same_row & same_branch  # padding sees itself only, so no query row is empty
+    allowed = torch.cat([sees_prompt, sees_text], dim=2).unsqueeze(1).to(device)
+
+    dtype = first.base.get_input_embeddings().weight.dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    layers = [
+        tuple(torch.cat([kv[layer][part] for kv in kvs], dim=2).expand(len(packs), -1, -1, -1) for part in (0, 1))
+        for layer in range(len(kvs[0]))
+    ]
+    cache = DynamicCache(layers, config=first.base.config)
+    out = first.base.base_model(
+        input_ids=ids.to(device), attention_mask=mask, position_ids=positions.to(device), cache=cache, use_cache=True
+    )
+    targets = [(b, *t) for b, pack in enumerate(packs) for t in pack.targets]
+    at = torch.tensor([(b, i) for b, i, *_ in targets], device=device)
+    logprobs = F.log_softmax(first.logits(out.last_hidden_state[at[:, 0], at[:, 1]]), dim=-1)
+    picked = logprobs.gather(1, torch.tensor([t[2] for t in targets], device=device)[:, None]).squeeze(1)
+    counts = [len(conts) for conts in continuations]
+    starts = [0, *itertools.accumulate(counts)]
+    flat = torch.tensor([starts[r] + k for *_, r, k in targets], device=device)
+    totals = torch.zeros(sum(counts), dtype=picked.dtype, device=device).index_add(0, flat, picked)
+    return list(totals.split(counts))

@@ -1,0 +1,108 @@
+"""Packed scoring: rows and their continuations laid end to end score exactly as each row does alone."""
+
+from functools import partial
+
+import pytest
+import torch
+
+from softprompt.lm import PromptedLM, PromptedModel
+from softprompt.models import load_base
+from softprompt.packing import build_packs, packable
+from softprompt.prompt import init_prompt
+
+TEXTS = [
+    "@united lost my bag again and nobody answers the phone",
+    "what a lovely flight",
+    "the match ended in a draw after extra time and a long, tense shoot-out",
+    "ok",
+]
+
+
+def test_build_packs_layout():
+    rows = [[1, 2, 3], [4], [5, 6]]
+    conts = [[[7, 8], [9]], [[7, 8, 10]], [[11]]]
+    packs = build_packs(rows, conts, offsets=[2, 5, 0], pack_tokens=7)
+    # 9 tokens in all: two packs of at most 5, filled longest first.
+    assert [sorted(set(p.row)) for p in packs] == [[0], [1, 2]]
+    first, second = packs
+    # Row 0: 3 tokens at positions 2..4, then continuation [7, 8] minus its last token; [9] adds no token.
+    assert first.ids == [1, 2, 3, 7] and first.positions == [2, 3, 4, 5] and first.branch == [-1, -1, -1, 0]
+    # Targets: (index predicting it, token, row, continuation); first tokens come from the row's last token.
+    assert sorted(first.targets) == [(2, 7, 0, 0), (2, 9, 0, 1), (3, 8, 0, 0)]
+    assert second.ids == [4, 7, 8, 5, 6] and second.positions == [5, 6, 7, 0, 1]  # positions restart per row
+    assert second.row == [1, 1, 1, 2, 2]
+    assert sorted(second.targets) == [(0, 7, 1, 0), (1, 8, 1, 0), (2, 10, 1, 0), (4, 11, 2, 0)]
+    with pytest.raises(ValueError, match="row 0 is empty"):
+        build_packs([[]], [[[1]]], [0], 8)
+
+
+def _lms_and_labels(model, tokenizer):
+    embeddings = model.get_input_embeddings()
+    lms = [
+        PromptedLM(model, init_prompt(8, embeddings, tokenizer, "text", init_text="Is this a complaint?")),
+        PromptedLM(model, init_prompt(3, embeddings, tokenizer, "sampled-vocab", seed=5)),
+    ]
+    eos = [tokenizer.eos_token_id]
+    labels = [
+        [tokenizer(w, add_special_tokens=False)["input_ids"] + eos for w in ("complaint", "no complaint")],
+        [tokenizer(w, add_special_tokens=False)["input_ids"] + eos for w in ("positive", "negative", "so-so")],
+    ]
+    return lms, labels
+
+
+def _assert_packed_equals_alone(model, tokenizer, atol=1e-4):
+    lms, labels = _lms_and_labels(model, tokenizer)
+    rows = [tokenizer(t)["input_ids"] for t in TEXTS] * 2
+    owners = [0, 1, 1, 0, 1, 0, 0, 1]
+    with torch.no_grad():
+        packed = lms[0].score_rows(rows, [labels[o] for o in owners], 8, [lms[o] for o in owners])
+        for row, owner, scores in zip(rows, owners, packed):
+            ids = torch.tensor([row])
+            alone = lms[owner].continuation_logprobs(ids, torch.ones_like(ids), [labels[owner]])[0]
+            assert torch.allclose(scores, alone, atol=atol), (scores, alone)
+
+
+def test_packed_mixed_tasks_equal_each_row_alone_real_model(smollm2):
+    assert packable(smollm2[0].config)
+    _assert_packed_equals_alone(*smollm2)
+
+
+def test_packed_scoring_gemma3_real_model():
+    """Gemma-3 (sliding-window layers, scaled embeddings, soft-capped logits) packs too."""
+    _assert_packed_equals_alone(*load_base("gemma3-270m"))
+
+
+def test_unpackable_models_take_the_padded_path(smollm2):
+    from transformers import BloomConfig, BloomForCausalLM
+
+    model, tokenizer = smollm2
+    config = BloomConfig(vocab_size=len(tokenizer), hidden_size=32, n_layer=2, n_head=4)
+    bloom = BloomForCausalLM(config).eval()
+    assert not packable(bloom.config)
+    prompt = init_prompt(4, bloom.get_input_embeddings(), tokenizer, "sampled-vocab", seed=1)
+    lm = PromptedLM(bloom, prompt)
+    rows = [tokenizer(t)["input_ids"] for t in TEXTS]
+    labels = [[[5, 6], [7]]] * len(rows)
+    with torch.no_grad():
+        scores = lm.score_rows(rows, labels)
+        plain = PromptedLM(bloom, prompt, share_prompt_cache=False).score_rows(rows, labels)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(scores, plain))
+
+
+def test_packed_training_loss_and_gradient_equal_padded_real_model(smollm2):
+    """The training terms (label log-likelihoods) packed give the padded path's loss and gradient."""
+    model, tokenizer = smollm2
+    prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=3)
+    lm = PromptedLM(model, prompt)
+    sources = [tokenizer(t)["input_ids"] for t in TEXTS]
+    targets = [tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for w in
+               ("complaint", "no complaint", "sports", "no")]  # fmt: skip
+    results = []
+    for terms_of in (lm.target_logprob_sum, partial(PromptedModel.target_logprob_sum, lm)):  # packed, padded
+        lm.prompt.embedding.grad = None
+        terms = terms_of(sources, targets)
+        terms.sum().backward()
+        results.append((terms.detach(), lm.prompt.embedding.grad.clone()))
+    (packed_terms, packed_grad), (padded_terms, padded_grad) = results
+    assert torch.allclose(packed_terms, padded_terms, atol=1e-4)
+    assert float((packed_grad - padded_grad).norm() / padded_grad.norm()) < 1e-4

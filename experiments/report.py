@@ -21,7 +21,7 @@ DOCS = ROOT / "docs" / "experiments"
 def sweep_table(name: str, rows: list[dict]) -> str:
     """Accuracy (macro-F1) per initialisation (rows) and prompt length (columns)."""
     lengths = sorted({r["num_virtual_tokens"] for r in rows})
-    lines = [f"### {name}", "", "| init | " + " | ".join(f"{n} tokens" for n in lengths) + " |",
+    lines = [f"### {name}", "", "| init \\ prompt tokens | " + " | ".join(map(str, lengths)) + " |",
              "|---|" + "---|" * len(lengths)]  # fmt: skip
     for init in dict.fromkeys(r["init"] for r in rows):
         cells = []
@@ -39,7 +39,7 @@ def main() -> None:
     for folder in sorted(results.glob("sweep-*")) + sorted(results.glob("ensemble-*")):
         if not (folder / "sweep.csv").is_file():
             continue
-        for suffix in ("csv", "png"):
+        for suffix in ("csv", "png") if folder.name.startswith("sweep-") else ("csv",):
             if (folder / f"sweep.{suffix}").is_file():
                 shutil.copyfile(folder / f"sweep.{suffix}", DOCS / f"{folder.name}.{suffix}")
         parts.append(sweep_table(folder.name, read_csv(folder / "sweep.csv")))
@@ -48,6 +48,8 @@ def main() -> None:
         if lines:
             result = json.dumps(json.loads(lines[-1]))
             parts += [f"### {file.parent.name}/{file.name}", "", "```json", result, "```", ""]
+    if (results / "inspect-sst2.txt").is_file():
+        parts += ["### inspect-sst2.txt", "", "```", (results / "inspect-sst2.txt").read_text().rstrip(), "```", ""]
     (DOCS / "tables.md").write_text("\n".join(parts))
 
 

@@ -16,6 +16,9 @@ for mode in vote mean; do
     > "$out/ensemble-sst2/ensemble-$mode.json"
 done
 
+# Interpretability (paper §7): the tokens nearest to each vector of one trained class-label prompt.
+"$sp" inspect "$out/ensemble-sst2/runs/len20-class-label-seed1" --k 5 > "$out/inspect-sst2.txt"
+
 # Zero-shot domain transfer (paper §5): train on QQP, score on MRPC dev with its columns mapped.
 "$sp" transfer --train "$SOFTPROMPT_DATA/qqp_sample/train_subset.tsv" --train-limit 2000 \
   --template "Question 1 : {question1} Question 2 : {question2} Same meaning ? " --label-field is_duplicate \

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
-from .batching import chunks, in_length_order, pad_right, target_batch
+from .batching import in_length_order, pad_right, target_batch
 from .packing import packable, packed_scores
 from .prompt import SoftPrompt
 
@@ -211,15 +211,11 @@ class PromptedLM(PromptedModel):
     ) -> list[torch.Tensor]:
         """As PromptedModel.score_rows, row i under `prompts[i]`'s prompt (default: this one; all on this base).
 
-        Where the model allows it, `batch_size` rows at a time go into one padding-free packed forward that
-        also scores every continuation (packing.py); otherwise the padded two-stage path below runs."""
+        Where the model allows it, rows go into padding-free packed forwards of about `batch_size` rows that
+        also score every continuation (packing.py); otherwise the padded two-stage path below runs."""
         prompts = list(prompts or [self] * len(rows))
         if self._packs(rows, continuations, prompts):
-            scores: list[torch.Tensor] = []
-            for idx in chunks(range(len(rows)), batch_size):
-                chunk_rows, chunk_conts = [rows[i] for i in idx], [continuations[i] for i in idx]
-                scores += packed_scores([prompts[i] for i in idx], chunk_rows, chunk_conts)
-            return scores
+            return packed_scores(prompts, rows, continuations, rows_per_forward=batch_size)
         if all(lm is self for lm in prompts):
             return super().score_rows(rows, continuations, batch_size)
 

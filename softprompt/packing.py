@@ -90,17 +90,34 @@ def packed_scores(
     lms: Sequence[PromptedLM],
     rows: Sequence[list[int]],
     continuations: Sequence[Sequence[list[int]]],
+    rows_per_forward: int | None = None,
     pack_tokens: int | None = None,
 ) -> list[torch.Tensor]:
-    """Summed log-probabilities of each row's continuations, row i under `lms[i]`'s prompt (one base model)."""
+    """Summed log-probabilities of each row's continuations, row i under `lms[i]`'s prompt (one base model).
+
+    All rows are packed together (so short rows fill the gaps long ones leave), then run about
+    `rows_per_forward` rows' worth of packs per forward (default: all in one)."""
     unique = list({id(lm): lm for lm in lms}.values())
-    first = unique[0]
-    kvs = [lm.prompt_kv() for lm in unique]
-    slot_owner = torch.cat([torch.full((lm.n_prompt,), i) for i, lm in enumerate(unique)])
     owner_of = {id(lm): i for i, lm in enumerate(unique)}
     row_owner = torch.tensor([owner_of[id(lm)] for lm in lms])
+    kvs = [lm.prompt_kv() for lm in unique]
+    slot_owner = torch.cat([torch.full((lm.n_prompt,), i) for i, lm in enumerate(unique)])
     packs = build_packs(rows, continuations, [lm.n_prompt for lm in lms], pack_tokens or PACK_TOKENS)
+    per_forward = len(packs) if not rows_per_forward else max(1, round(len(packs) * rows_per_forward / len(rows)))
+    counts = [len(conts) for conts in continuations]
+    starts = [0, *itertools.accumulate(counts)]
+    parts = []
+    for group in (packs[i : i + per_forward] for i in range(0, len(packs), per_forward)):
+        picked, targets = _forward(unique[0], kvs, slot_owner, row_owner, group)
+        parts.append((picked, [starts[r] + k for *_, r, k in targets]))
+    picked = torch.cat([p for p, _ in parts])
+    flat = torch.tensor([i for _, indices in parts for i in indices], device=picked.device)
+    totals = torch.zeros(sum(counts), dtype=picked.dtype, device=picked.device).index_add(0, flat, picked)
+    return list(totals.split(counts))
 
+
+def _forward(first: PromptedLM, kvs, slot_owner: torch.Tensor, row_owner: torch.Tensor, packs: list[Pack]):
+    """One forward over `packs` (a batch row each): the log-probability of every target, and the targets."""
     width = max(len(p.ids) for p in packs)
     ids, positions, row, branch = (torch.zeros(len(packs), width, dtype=torch.long) for _ in range(4))
     row -= 1  # padding belongs to no row
@@ -131,8 +148,4 @@ def packed_scores(
     at = torch.tensor([(b, i) for b, i, *_ in targets], device=device)
     logprobs = F.log_softmax(first.logits(out.last_hidden_state[at[:, 0], at[:, 1]]), dim=-1)
     picked = logprobs.gather(1, torch.tensor([t[2] for t in targets], device=device)[:, None]).squeeze(1)
-    counts = [len(conts) for conts in continuations]
-    starts = [0, *itertools.accumulate(counts)]
-    flat = torch.tensor([starts[r] + k for *_, r, k in targets], device=device)
-    totals = torch.zeros(sum(counts), dtype=picked.dtype, device=device).index_add(0, flat, picked)
-    return list(totals.split(counts))
+    return picked, targets

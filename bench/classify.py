@@ -78,6 +78,7 @@ def main() -> None:
     from peft import PeftModel
 
     model, tokenizer = base
+    model.set_attn_implementation("sdpa")  # PEFT's side keeps transformers' default attention
     peft = PeftModel.from_pretrained(model, args.prompt)
     words = [w.lower() for w in tuned.task.label_words]
     generated = []

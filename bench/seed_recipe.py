@@ -72,6 +72,7 @@ def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
     from transformers import get_linear_schedule_with_warmup
 
     model, tokenizer = load_base("smollm2-135m")
+    model.set_attn_implementation("sdpa")  # PEFT's side keeps transformers' default attention
     task, _, _ = load_named(TASK, "train")
     encoder = Encoder(task, tokenizer, 64)
     tokenizer.save_pretrained(ROOT / "runs" / "bench-tokenizer")

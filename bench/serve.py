@@ -96,6 +96,7 @@ def peft_sequential(model_ref: str, prompts: Path, jobs: list[tuple[str, dict]])
     from softprompt.batching import target_batch
 
     model, tokenizer = load_base(model_ref)
+    model.set_attn_implementation("sdpa")  # PEFT's side keeps transformers' default attention
     names = list(TASKS)
     peft = PeftModel.from_pretrained(model, prompts / names[0], adapter_name=names[0])
     for name in names[1:]:

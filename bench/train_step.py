@@ -51,6 +51,8 @@ def run_side(args) -> dict:
     data = batches(tokenizer, args)
     init_text = "Classify if the tweet is a complaint or not:"
     loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.side != "ours":
+        model.set_attn_implementation("sdpa")  # PEFT's side keeps transformers' default attention
     if args.side == "ours":
         prompt = init_prompt(
             args.num_virtual_tokens, model.get_input_embeddings(), tokenizer, "text", init_text=init_text

@@ -159,7 +159,12 @@ def save_checkpoint(root: Path, step: int, files: dict[str, bytes], keep: int = 
         raise
     _fsync_dir(root)
     for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Renamed first, so a kill during the removal leaves a hidden leftover (cleaned by remove_partial at the
+        # next start), never a kept checkpoint with files missing.
+        trash = root / f".step-removing-{old.name}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(old, trash)
+        shutil.rmtree(trash, ignore_errors=True)
     return target
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,10 @@ class Encoder:
         self.input_budget = self.max_length - max(len(ids) for ids in self.label_ids)
         if self.input_budget <= self.tail_length:
             raise SoftpromptError(f"--max-length {self.max_length} leaves no room for the input after the label")
+        # The template's text before its first field, tokenised, minus the last token (which may merge with
+        # the text that follows): most rows start with these ids, so their keys/values can be cached.
+        head = next(string.Formatter().parse(self.task.template), ("",))[0]
+        self.head_ids = self.tokenize(head)[:-1] if head else []
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -74,30 +74,40 @@ class PromptedLM(PromptedModel):
     def __init__(self, base: PreTrainedModel, prompt: SoftPrompt, share_prompt_cache: bool = True) -> None:
         super().__init__(base, prompt)
         self.share_prompt_cache = share_prompt_cache
-        self._kv_key: tuple | None = None
-        self._kv: KV | None = None
+        # Token ids every input of this prompt's task starts with (its template's head, set by TunedPrompt):
+        # packed scoring computes their keys/values once with the prompt's instead of once per row.
+        self.fixed_prefix: list[int] = []
+        self._kv_version: tuple | None = None
+        self._kvs: dict[tuple[int, ...], KV] = {}
 
     def _prompt_embeds(self, batch: int) -> torch.Tensor:
         dtype = self.base.get_input_embeddings().weight.dtype
         return self.prompt().to(dtype).unsqueeze(0).expand(batch, -1, -1)
 
-    def prompt_kv(self) -> KV:
-        """The prompt's keys/values per layer, batch size 1.
+    def prompt_kv(self, prefix: Sequence[int] = ()) -> KV:
+        """The keys/values of the prompt, then of the `prefix` token ids if given, per layer, batch size 1.
 
         Outside autograd they are kept until the prompt tensor changes: an optimizer step or a
         `load_state_dict` bumps the tensor's version counter, which is part of the key, so a
         changed prompt is never served from a stale cache.
         """
         param = self.prompt.embedding
-        key = (id(param), param._version, param.data_ptr())
+        version, prefix = (id(param), param._version, param.data_ptr()), tuple(prefix)
         grad = torch.is_grad_enabled() and param.requires_grad
-        if not grad and self._kv_key == key and self._kv is not None:
-            self.kv_hits += 1
-            return self._kv
-        out = self.base.base_model(inputs_embeds=self._prompt_embeds(1), use_cache=True)
+        if not grad:
+            if self._kv_version != version:
+                self._kv_version, self._kvs = version, {}
+            if prefix in self._kvs:
+                self.kv_hits += 1
+                return self._kvs[prefix]
+        embeds = self._prompt_embeds(1)
+        if prefix:
+            ids = torch.tensor([prefix], device=param.device)
+            embeds = torch.cat([embeds, self.base.get_input_embeddings()(ids)], dim=1)
+        out = self.base.base_model(inputs_embeds=embeds, use_cache=True)
         kv = [(layer.keys, layer.values) for layer in out.cache.layers]
         if not grad:
-            self._kv_key, self._kv = key, kv
+            self._kvs[prefix] = kv
         return kv
 
     def hidden_states(

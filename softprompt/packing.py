@@ -5,7 +5,8 @@ their last token (e.g. every label of the task), side by side. A 4D attention ma
 own prompt (from the shared cache of every prompt in play), its own row, and, for continuation tokens, only
 the earlier tokens of the same continuation; position ids restart for each row. So every (row, continuation)
 scores as it would alone, while the matrix multiplies see one large batch with no padding, and the
-continuations need no second pass and no copy of the cache.
+continuations need no second pass and no copy of the cache. A template head that all of a prompt's rows
+start with joins that prompt's cache, so it runs once per call instead of once per row.
 """
 
 from __future__ import annotations
@@ -99,10 +100,14 @@ def packed_scores(
     `rows_per_forward` rows' worth of packs per forward (default: all in one)."""
     unique = list({id(lm): lm for lm in lms}.values())
     owner_of = {id(lm): i for i, lm in enumerate(unique)}
-    row_owner = torch.tensor([owner_of[id(lm)] for lm in lms])
-    kvs = [lm.prompt_kv() for lm in unique]
-    slot_owner = torch.cat([torch.full((lm.n_prompt,), i) for i, lm in enumerate(unique)])
-    packs = build_packs(rows, continuations, [lm.n_prompt for lm in lms], pack_tokens or PACK_TOKENS)
+    owners = [owner_of[id(lm)] for lm in lms]
+    heads = [_shared_head(lm, [row for row, o in zip(rows, owners) if o == i]) for i, lm in enumerate(unique)]
+    kvs = [lm.prompt_kv(head) for lm, head in zip(unique, heads)]
+    cached = [lm.n_prompt + len(head) for lm, head in zip(unique, heads)]
+    row_owner = torch.tensor(owners)
+    slot_owner = torch.cat([torch.full((n,), i) for i, n in enumerate(cached)])
+    rows = [row[len(heads[o]) :] for row, o in zip(rows, owners)]
+    packs = build_packs(rows, continuations, [cached[o] for o in owners], pack_tokens or PACK_TOKENS)
     per_forward = len(packs) if not rows_per_forward else max(1, round(len(packs) * rows_per_forward / len(rows)))
     counts = [len(conts) for conts in continuations]
     starts = [0, *itertools.accumulate(counts)]
@@ -114,6 +119,14 @@ def packed_scores(
     flat = torch.tensor([i for _, indices in parts for i in indices], device=picked.device)
     totals = torch.zeros(sum(counts), dtype=picked.dtype, device=picked.device).index_add(0, flat, picked)
     return list(totals.split(counts))
+
+
+def _shared_head(lm: PromptedLM, rows: Sequence[list[int]]) -> list[int]:
+    """`lm.fixed_prefix` where every one of its rows starts with it and goes on after it, else nothing:
+    those tokens then join the prompt's cached keys/values, computed once instead of once per row."""
+    head = lm.fixed_prefix
+    n = len(head)
+    return head if n and all(len(row) > n and row[:n] == head for row in rows) else []
 
 
 def _forward(first: PromptedLM, kvs, slot_owner: torch.Tensor, row_owner: torch.Tensor, packs: list[Pack]):

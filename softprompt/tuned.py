@@ -39,6 +39,8 @@ class TunedPrompt:
     def __post_init__(self) -> None:
         seq2seq = getattr(self.lm.base.config, "is_encoder_decoder", False)
         self.encoder = Encoder(self.task, self.tokenizer, self.max_length, input_eos=seq2seq)
+        if isinstance(self.lm, PromptedLM):
+            self.lm.fixed_prefix = self.encoder.head_ids
 
     @classmethod
     def from_pretrained(

@@ -5,10 +5,12 @@ from functools import partial
 import pytest
 import torch
 
+from softprompt.batching import Encoder
 from softprompt.lm import PromptedLM, PromptedModel
 from softprompt.models import load_base
 from softprompt.packing import build_packs, packable
 from softprompt.prompt import init_prompt
+from softprompt.tasks import Task
 
 TEXTS = [
     "@united lost my bag again and nobody answers the phone",
@@ -97,6 +99,71 @@ def test_packed_training_loss_and_gradient_equal_padded_real_model(smollm2):
     sources = [tokenizer(t)["input_ids"] for t in TEXTS]
     targets = [tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for w in
                ("complaint", "no complaint", "sports", "no")]  # fmt: skip
+    results = []
+    for terms_of in (lm.target_logprob_sum, partial(PromptedModel.target_logprob_sum, lm)):  # packed, padded
+        lm.prompt.embedding.grad = None
+        terms = terms_of(sources, targets)
+        terms.sum().backward()
+        results.append((terms.detach(), lm.prompt.embedding.grad.clone()))
+    (packed_terms, packed_grad), (padded_terms, padded_grad) = results
+    assert torch.allclose(packed_terms, padded_terms, atol=1e-4)
+    assert float((packed_grad - padded_grad).norm() / padded_grad.norm()) < 1e-4
+
+
+TEMPLATES = [
+    Task("Tweet text : {text} Label : ", "label", ["complaint", "no complaint"]),
+    Task("Sentence : {text} Sentiment : ", "label", ["positive", "negative", "so-so"]),
+]
+
+
+def _templated(model, tokenizer):
+    """Two prompts whose tasks' template heads (Encoder.head_ids) are set as their fixed prefixes, as
+    TunedPrompt does, and eight rows rendered through those templates."""
+    lms, labels = _lms_and_labels(model, tokenizer)
+    encoders = [Encoder(task, tokenizer) for task in TEMPLATES]
+    for lm, encoder in zip(lms, encoders):
+        lm.fixed_prefix = encoder.head_ids
+    owners = [0, 1, 1, 0, 1, 0, 0, 1]
+    rows = [encoders[o].input_ids({"text": text}) for o, text in zip(owners, TEXTS * 2)]
+    return lms, labels, encoders, owners, rows
+
+
+def test_template_heads_are_cached_with_the_prompt_real_model(smollm2):
+    """Rows that start with their prompt's template head score as they do alone, the head's keys/values
+    computed once with the prompt; a prompt with a row lacking the head runs that call without it."""
+    model, tokenizer = smollm2
+    lms, labels, encoders, owners, rows = _templated(model, tokenizer)
+    assert all(len(e.head_ids) >= 2 for e in encoders)
+    assert all(row[: len(encoders[o].head_ids)] == encoders[o].head_ids for row, o in zip(rows, owners))
+    with torch.no_grad():
+        packed = lms[0].score_rows(rows, [labels[o] for o in owners], 8, [lms[o] for o in owners])
+        assert set(lms[0]._kvs) == {tuple(encoders[0].head_ids)}  # the head joined the prompt's cache
+        for row, owner, scores in zip(rows, owners, packed):
+            ids = torch.tensor([row])
+            alone = lms[owner].continuation_logprobs(ids, torch.ones_like(ids), [labels[owner]])[0]
+            assert torch.allclose(scores, alone, atol=1e-4), (scores, alone)
+        odd = tokenizer("Sentence was: " + TEXTS[0])["input_ids"]  # owner 1's row without its head
+        mixed = lms[0].score_rows([*rows[:7], odd], [labels[o] for o in owners], 8, [lms[o] for o in owners])
+        ids = torch.tensor([odd])
+        assert torch.allclose(mixed[7], lms[1].continuation_logprobs(ids, torch.ones_like(ids), [labels[1]])[0],
+                              atol=1e-4)  # fmt: skip
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(mixed[:7], packed[:7]))
+        lms[0].prompt.embedding.add_(0.5)  # a changed prompt never reuses the cached head
+        changed = lms[0].score_rows(rows[:1], [labels[0]])[0]
+        ids = torch.tensor([rows[0]])
+        fresh = PromptedLM(model, lms[0].prompt, share_prompt_cache=False).continuation_logprobs(
+            ids, torch.ones_like(ids), [labels[0]]
+        )[0]
+    assert not torch.allclose(changed, packed[0], atol=1e-3)
+    assert torch.allclose(changed, fresh, atol=1e-4)
+
+
+def test_template_head_training_gradient_equals_padded_real_model(smollm2):
+    model, tokenizer = smollm2
+    lms, labels, _, owners, rows = _templated(model, tokenizer)
+    lm = lms[0]
+    sources = [row for row, o in zip(rows, owners) if o == 0]
+    targets = [labels[0][i % 2] for i in range(len(sources))]
     results = []
     for terms_of in (lm.target_logprob_sum, partial(PromptedModel.target_logprob_sum, lm)):  # packed, padded
         lm.prompt.embedding.grad = None

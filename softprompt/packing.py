@@ -57,20 +57,16 @@ def build_packs(
     rows: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]], offsets: Sequence[int], pack_tokens: int
 ) -> list[Pack]:
     """Lay rows and their continuations into packs; `offsets[i]` is the position row i starts at (its prompt
-    length). Longest rows first, each into the first pack with room (little padding at the packs' ends); a row
-    never straddles two packs, and a row longer than `pack_tokens` gets a pack of its own."""
+    length). A row never straddles two packs. The packs are filled evenly, so the forward's padding (up to the
+    fullest pack) stays small: longest rows first, each into the emptiest pack."""
     sizes = [len(row) + sum(len(cont) - 1 for cont in conts) for row, conts in zip(rows, continuations)]
-    # As many packs as `pack_tokens` asks for, filled evenly (296 tokens make two packs of ~150, not 192 + 104).
-    capacity = max(max(sizes, default=0), math.ceil(1.1 * sum(sizes) / math.ceil(sum(sizes) / pack_tokens or 1)))
-    packs: list[Pack] = []
-    for index in sorted(range(len(rows)), key=sizes.__getitem__, reverse=True):  # first fit, longest first
+    capacity = max(pack_tokens, max(sizes, default=0))
+    packs = [Pack() for _ in range(max(1, math.ceil(sum(sizes) / capacity)) if rows else 0)]
+    for index in sorted(range(len(rows)), key=sizes.__getitem__, reverse=True):
         row, conts = rows[index], continuations[index]
         if not row:
             raise ValueError(f"row {index} is empty: a continuation needs at least one input token")
-        pack = next((p for p in packs if len(p.ids) + sizes[index] <= capacity), None)
-        if pack is None:
-            pack = Pack()
-            packs.append(pack)
+        pack = min(packs, key=lambda p: len(p.ids))
         start = len(pack.ids)
         pack.ids += row
         pack.positions += range(offsets[index], offsets[index] + len(row))

@@ -84,6 +84,14 @@ class PromptedLM(PromptedModel):
         dtype = self.base.get_input_embeddings().weight.dtype
         return self.prompt().to(dtype).unsqueeze(0).expand(batch, -1, -1)
 
+    def prompt_embeds_with(self, prefix: Sequence[int] = ()) -> torch.Tensor:
+        """[1, N + len(prefix), d]: the prompt, then the embeddings of the `prefix` token ids, in the base's dtype."""
+        embeds = self._prompt_embeds(1)
+        if not prefix:
+            return embeds
+        ids = torch.tensor([list(prefix)], device=embeds.device)
+        return torch.cat([embeds, self.base.get_input_embeddings()(ids)], dim=1)
+
     def prompt_kv(self, prefix: Sequence[int] = ()) -> KV:
         """The keys/values of the prompt, then of the `prefix` token ids if given, per layer, batch size 1.
 
@@ -100,11 +108,7 @@ class PromptedLM(PromptedModel):
             if prefix in self._kvs:
                 self.kv_hits += 1
                 return self._kvs[prefix]
-        embeds = self._prompt_embeds(1)
-        if prefix:
-            ids = torch.tensor([prefix], device=param.device)
-            embeds = torch.cat([embeds, self.base.get_input_embeddings()(ids)], dim=1)
-        out = self.base.base_model(inputs_embeds=embeds, use_cache=True)
+        out = self.base.base_model(inputs_embeds=self.prompt_embeds_with(prefix), use_cache=True)
         kv = [(layer.keys, layer.values) for layer in out.cache.layers]
         if not grad:
             self._kvs[prefix] = kv

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 if TYPE_CHECKING:
-    from .lm import PromptedLM
+    from .lm import KV, PromptedLM
 
 # Decoder-only families whose attention takes a custom 4D mask and whose positions come from position ids
 # alone (ALiBi models such as BLOOM derive positions from the 2D mask, so they keep the padded path).
@@ -98,7 +98,12 @@ def packed_scores(
     owner_of = {id(lm): i for i, lm in enumerate(unique)}
     owners = [owner_of[id(lm)] for lm in lms]
     heads = [_shared_head(lm, [row for row, o in zip(rows, owners) if o == i]) for i, lm in enumerate(unique)]
-    kvs = [lm.prompt_kv(head) for lm, head in zip(unique, heads)]
+    if torch.is_grad_enabled() and len(unique) == 1 and unique[0].prompt.embedding.requires_grad:
+        # Training one prompt: a separate batch-1 pass for its keys/values (and its backward) costs more in
+        # per-operator overhead than running its few tokens again in front of each of the step's few packs.
+        slots: KV | torch.Tensor = unique[0].prompt_embeds_with(heads[0])
+    else:
+        slots = [lm.prompt_kv(head) for lm, head in zip(unique, heads)]
     cached = [lm.n_prompt + len(head) for lm, head in zip(unique, heads)]
     row_owner = torch.tensor(owners)
     slot_owner = torch.cat([torch.full((n,), i) for i, n in enumerate(cached)])
@@ -109,7 +114,7 @@ def packed_scores(
     starts = [0, *itertools.accumulate(counts)]
     parts = []
     for group in (packs[i : i + per_forward] for i in range(0, len(packs), per_forward)):
-        picked, targets = _forward(unique[0], kvs, slot_owner, row_owner, group)
+        picked, targets = _forward(unique[0], slots, slot_owner, row_owner, group)
         parts.append((picked, [starts[r] + k for *_, r, k in targets]))
     picked = torch.cat([p for p, _ in parts])
     flat = torch.tensor([i for _, indices in parts for i in indices], device=picked.device)
@@ -125,8 +130,11 @@ def _shared_head(lm: PromptedLM, rows: Sequence[list[int]]) -> list[int]:
     return head if n and all(len(row) > n and row[:n] == head for row in rows) else []
 
 
-def _forward(first: PromptedLM, kvs, slot_owner: torch.Tensor, row_owner: torch.Tensor, packs: list[Pack]):
-    """One forward over `packs` (a batch row each): the log-probability of every target, and the targets."""
+def _forward(first: PromptedLM, slots, slot_owner: torch.Tensor, row_owner: torch.Tensor, packs: list[Pack]):
+    """One forward over `packs` (a batch row each): the log-probability of every target, and the targets.
+
+    `slots` are the prompts' keys/values per layer, handed to every pack as a cache, or one prompt's input
+    embeddings [1, S, d], run at the front of every pack in the same forward."""
     width = max(len(p.ids) for p in packs)
     ids, positions, row, branch = (torch.zeros(len(packs), width, dtype=torch.long) for _ in range(4))
     row -= 1  # padding belongs to no row
@@ -141,20 +149,30 @@ def _forward(first: PromptedLM, kvs, slot_owner: torch.Tensor, row_owner: torch.
     same_row = row[:, :, None] == row[:, None, :]
     same_branch = (branch[:, None, :] == -1) | (branch[:, None, :] == branch[:, :, None])
     sees_text = causal & same_row & same_branch  # padding sees itself only, so no query row is empty
-    allowed = torch.cat([sees_prompt, sees_text], dim=2).unsqueeze(1).to(device)
-
+    allowed = torch.cat([sees_prompt, sees_text], dim=2)
+    if isinstance(slots, torch.Tensor):
+        n_front = slots.shape[1]
+        front = torch.ones(n_front, n_front, dtype=torch.bool).tril()  # the prompt's tokens see only each other
+        front = torch.cat([front, torch.zeros(n_front, width, dtype=torch.bool)], dim=1).expand(len(packs), -1, -1)
+        allowed = torch.cat([front, allowed], dim=1)
+        positions = torch.cat([torch.arange(n_front).expand(len(packs), -1), positions], dim=1)
+        embeds = first.base.get_input_embeddings()(ids.to(device))
+        inputs = {"inputs_embeds": torch.cat([slots.expand(len(packs), -1, -1), embeds], dim=1), "use_cache": False}
+    else:
+        n_front = 0
+        layers = [
+            tuple(torch.cat([kv[layer][part] for kv in slots], dim=2).expand(len(packs), -1, -1, -1) for part in (0, 1))
+            for layer in range(len(slots[0]))
+        ]
+        cache = DynamicCache(layers, config=first.base.config)
+        inputs = {"input_ids": ids.to(device), "cache": cache, "use_cache": True}
+    allowed = allowed.unsqueeze(1).to(device)
     dtype = first.base.get_input_embeddings().weight.dtype
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    layers = [
-        tuple(torch.cat([kv[layer][part] for kv in kvs], dim=2).expand(len(packs), -1, -1, -1) for part in (0, 1))
-        for layer in range(len(kvs[0]))
-    ]
-    cache = DynamicCache(layers, config=first.base.config)
-    out = first.base.base_model(
-        input_ids=ids.to(device), attention_mask=mask, position_ids=positions.to(device), cache=cache, use_cache=True
-    )
+    out = first.base.base_model(attention_mask=mask, position_ids=positions.to(device), **inputs)
+    hidden = out.last_hidden_state[:, n_front:]
     targets = [(b, *t) for b, pack in enumerate(packs) for t in pack.targets]
     at = torch.tensor([(b, i) for b, i, *_ in targets], device=device)
-    logprobs = F.log_softmax(first.logits(out.last_hidden_state[at[:, 0], at[:, 1]]), dim=-1)
+    logprobs = F.log_softmax(first.logits(hidden[at[:, 0], at[:, 1]]), dim=-1)
     picked = logprobs.gather(1, torch.tensor([t[2] for t in targets], device=device)[:, None]).squeeze(1)
     return picked, targets

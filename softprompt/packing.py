@@ -6,7 +6,8 @@ own prompt (from the shared cache of every prompt in play), its own row, and, fo
 the earlier tokens of the same continuation; position ids restart for each row. So every (row, continuation)
 scores as it would alone, while the matrix multiplies see one large batch with no padding, and the
 continuations need no second pass and no copy of the cache. A template head that all of a prompt's rows
-start with joins that prompt's cache, so it runs once per call instead of once per row.
+start with joins that prompt's cache, so it runs once per call instead of once per row. In training (one
+prompt, with gradients) the prompt and head run at the front of every pack instead of as a cache.
 """
 
 from __future__ import annotations

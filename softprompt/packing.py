@@ -105,11 +105,11 @@ def packed_scores(
         slots: KV | torch.Tensor = unique[0].prompt_embeds_with(heads[0])
     else:
         slots = [lm.prompt_kv(head) for lm, head in zip(unique, heads)]
-    cached = [lm.n_prompt + len(head) for lm, head in zip(unique, heads)]
+    n_slots = [lm.n_prompt + len(head) for lm, head in zip(unique, heads)]  # prompt + head tokens per prompt
     row_owner = torch.tensor(owners)
-    slot_owner = torch.cat([torch.full((n,), i) for i, n in enumerate(cached)])
+    slot_owner = torch.cat([torch.full((n,), i) for i, n in enumerate(n_slots)])
     rows = [row[len(heads[o]) :] for row, o in zip(rows, owners)]
-    packs = build_packs(rows, continuations, [cached[o] for o in owners], pack_tokens or PACK_TOKENS)
+    packs = build_packs(rows, continuations, [n_slots[o] for o in owners], pack_tokens or PACK_TOKENS)
     per_forward = len(packs) if not rows_per_forward else max(1, round(len(packs) * rows_per_forward / len(rows)))
     counts = [len(conts) for conts in continuations]
     starts = [0, *itertools.accumulate(counts)]
@@ -125,7 +125,7 @@ def packed_scores(
 
 def _shared_head(lm: PromptedLM, rows: Sequence[list[int]]) -> list[int]:
     """`lm.fixed_prefix` where every one of its rows starts with it and goes on after it, else nothing:
-    those tokens then join the prompt's cached keys/values, computed once instead of once per row."""
+    those tokens then go with the prompt, computed once per call (or per pack in training), not once per row."""
     head = lm.fixed_prefix
     n = len(head)
     return head if n and all(len(row) > n and row[:n] == head for row in rows) else []

@@ -60,13 +60,14 @@ def build_packs(
     """Lay rows and their continuations into packs; `offsets[i]` is the position row i starts at (its prompt
     length). A row never straddles two packs. The packs are filled evenly, so the forward's padding (up to the
     fullest pack) stays small: longest rows first, each into the emptiest pack."""
+    empty = next((index for index, row in enumerate(rows) if not row), None)
+    if empty is not None:
+        raise ValueError(f"row {empty} is empty: a continuation needs at least one input token")
     sizes = [len(row) + sum(len(cont) - 1 for cont in conts) for row, conts in zip(rows, continuations)]
     capacity = max(pack_tokens, max(sizes, default=0))
-    packs = [Pack() for _ in range(max(1, math.ceil(sum(sizes) / capacity)) if rows else 0)]
+    packs = [Pack() for _ in range(math.ceil(sum(sizes) / capacity))]  # every row has a token, so none is empty
     for index in sorted(range(len(rows)), key=sizes.__getitem__, reverse=True):
         row, conts = rows[index], continuations[index]
-        if not row:
-            raise ValueError(f"row {index} is empty: a continuation needs at least one input token")
         pack = min(packs, key=lambda p: len(p.ids))
         start = len(pack.ids)
         pack.ids += row

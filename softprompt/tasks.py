@@ -84,6 +84,9 @@ class Task:
             missing = [name for name in self.fields if name not in row]
             if missing:
                 raise SoftpromptError(f"{source} row {number}: no field {missing[0]!r}")
+            if not self.render(row).strip():
+                fields = ", ".join(map(show, self.fields)) or "no fields"
+                raise SoftpromptError(f"{source} row {number}: empty input (nothing rendered from {fields})")
             if not labelled:
                 continue
             value = row.get(self.label_field)

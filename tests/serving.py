@@ -1,4 +1,4 @@
-"""Helpers for server tests: prompt folders for four tasks, and a real server process on loopback."""
+"""Helpers for server tests: prompt folders for five tasks, and a real server process on loopback."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ TASKS = {
     "sentiment": (Task("Review: {text} Sentiment:", "label", ["0", "1"], {"0": "negative", "1": "positive"}), 4),
     "topic": (Task("News: {text} Topic:", "label", ["world", "sports", "business"]), 12),
     "pairs": (Task("Q1: {a} Q2: {b} Same?", "label", ["yes", "no"]), 6),
+    "bare": (Task("{text}", "label", ["yes", "no"]), 2),  # no template text: an empty input is an empty row
 }
 TEXTS = [
     "@united lost my bag again and nobody answers the phone",
@@ -41,7 +42,7 @@ def rows_for(name: str, count: int = len(TEXTS)) -> list[dict]:
 
 
 def write_prompts(root: Path, base) -> Path:
-    """Four task folders with prompts of different lengths and label sets (seeded, untrained)."""
+    """Task folders with prompts of different lengths and label sets (seeded, untrained)."""
     model, tokenizer = base
     for seed, (name, (task, n_tokens)) in enumerate(TASKS.items()):
         prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)

@@ -50,6 +50,7 @@ TRAIN_CASES = {
         ["--template", "Body : {body} Label : "],
         ["template field {body} is not a column"],
     ),
+    "empty-input": (b"text,label\nfine,a\n,b\n", ["--template", "{text}"], ["row 2", "empty input", "text"]),
     "bogus-optimizer": (b"text,label\nhello,a\n", ["--optimizer", "bogus"], ["--optimizer", "'bogus'"]),
 }
 OTHER_CASES = ["unknown-task", "hidden-size", "pickle-only"]

@@ -26,7 +26,7 @@ from .serving import TASKS, call, running_server, write_prompts
 MAX_REQUESTS = 140
 TIME_BUDGET_S = 90
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-SERVED = ["tweets", "sentiment", "topic", "pairs"]  # one-field tasks first: plain-string inputs fit them
+SERVED = ["tweets", "sentiment", "topic", "bare", "pairs"]  # one-field tasks first: plain-string inputs fit them
 assert sorted(SERVED) == sorted(TASKS)
 
 

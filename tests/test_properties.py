@@ -175,7 +175,12 @@ def tasks_for(draw, rows: list[dict]):
     return Task(template, label_field, labels), parts
 
 
-def check_should_pass(task: Task, rows: list[dict], labelled: bool) -> bool:
+def rendered(parts, row: dict) -> str:
+    """What the template should render for `row`, from the (literal, field) parts it was drawn from."""
+    return "".join(lit + (row.get(f, "") if f else "") for lit, f in parts)
+
+
+def check_should_pass(task: Task, parts, rows: list[dict], labelled: bool) -> bool:
     columns = rows[0].keys()
     if any(f not in columns for f in task.fields):
         return False
@@ -184,6 +189,8 @@ def check_should_pass(task: Task, rows: list[dict], labelled: bool) -> bool:
     known = set(task.labels)
     for row in rows:
         if any(f not in row for f in task.fields):
+            return False
+        if not rendered(parts, row).strip():  # an empty input
             return False
         if labelled and row.get(task.label_field) not in known:
             return False
@@ -194,7 +201,7 @@ def exercise_task(data, rows: list[dict], source: str) -> None:
     """check() passes exactly when it should (else a SoftpromptError naming the source); render() fills fields."""
     task, parts = data.draw(tasks_for(rows))
     for labelled in (True, False):
-        should_pass = check_should_pass(task, rows, labelled)
+        should_pass = check_should_pass(task, parts, rows, labelled)
         try:
             task.check(rows, source, labelled=labelled)
         except SoftpromptError as exc:
@@ -205,8 +212,7 @@ def exercise_task(data, rows: list[dict], source: str) -> None:
             assert should_pass, "check accepted rows it should refuse"
             event(f"check(labelled={labelled}) passed")
     for row in rows:
-        expected = "".join(lit + (row.get(f, "") if f else "") for lit, f in parts)
-        assert task.render(row) == expected
+        assert task.render(row) == rendered(parts, row)
 
 
 # --- readers ------------------------------------------------------------------------------------------------

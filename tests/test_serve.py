@@ -38,7 +38,7 @@ def _offline(prompts, smollm2, name):
 
 
 def test_mixed_task_answers_equal_offline_predict(server, prompts, smollm2):
-    """Requests of four tasks sent at once (so they share forwards) answer as `predict` does offline."""
+    """Requests of five tasks sent at once (so they share forwards) answer as `predict` does offline."""
     jobs = [(name, row) for name in TASKS for row in rows_for(name)]
 
     def ask(job):
@@ -131,6 +131,7 @@ BAD = [
     ("string for a two-field task", "POST", "/v1/classify", {"task": "pairs", "inputs": ["x"]}, None, 422),
     ("too many items", "POST", "/v1/classify", {"task": "tweets", "inputs": ["x"] * 65}, None, 422),
     ("too long", "POST", "/v1/classify", {"task": "tweets", "inputs": ["word " * 600]}, None, 422),
+    ("empty input", "POST", "/v1/classify", {"task": "bare", "inputs": [""]}, None, 422),
     ("bad json", "POST", "/v1/classify", b'{"task": "tweets", "inputs": [', None, 422),
     ("body too large", "POST", "/v1/classify", {"task": "tweets", "inputs": ["x" * 2_000_000]}, None, 413),
     (

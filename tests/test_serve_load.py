@@ -1,4 +1,4 @@
-"""A bounded load test on loopback: 64 concurrent clients x 50 requests over four tasks, on a tiny model so
+"""A bounded load test on loopback: 64 concurrent clients x 50 requests over five tasks, on a tiny model so
 it stays quick. Every reply must arrive, once, with the answer for its own input."""
 
 from __future__ import annotations

@@ -241,8 +241,8 @@ def create_app(
             if not _valid_unicode(text):
                 raise HTTPException(422, f"inputs.{index}: not valid Unicode")
             ids = tuned.encoder.tokenize(text) if len(text) <= limits.max_input_tokens * 32 else None
-            if ids is None or len(ids) > limits.max_input_tokens:
-                raise HTTPException(422, f"inputs.{index}: longer than {limits.max_input_tokens} tokens")
+            if not ids or len(ids) > limits.max_input_tokens:  # an empty row would fail the whole batch
+                raise HTTPException(422, f"inputs.{index}: empty or longer than {limits.max_input_tokens} tokens")
             rows.append(tuned.encoder.cut(ids))
         scores = await run(Job("classify", tuned, rows))
         labels = tuned.task.labels

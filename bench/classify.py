@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
 
+from anchor import peft_base  # noqa: E402
+
 from softprompt.batching import chunks, pad_left  # noqa: E402
 from softprompt.evaluate import classification_metrics, label_scores  # noqa: E402
 from softprompt.lm import PromptedLM  # noqa: E402
@@ -82,8 +84,7 @@ def main() -> None:
     from peft import PeftModel
 
     peft_dtype = args.peft_dtype or args.dtype
-    model, tokenizer = base if peft_dtype == args.dtype else load_base("smollm2-135m", peft_dtype)
-    model.set_attn_implementation("sdpa")  # PEFT's side keeps transformers' default attention
+    model, tokenizer = peft_base("smollm2-135m", peft_dtype)
     peft = PeftModel.from_pretrained(model, args.prompt)
     words = [w.lower() for w in tuned.task.label_words]
     generated = []

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
 
+from anchor import peft_base  # noqa: E402
 from fixed_padding import fixed_padding  # noqa: E402
 
 from softprompt.batching import Encoder, chunks, pad_left, target_batch  # noqa: E402
@@ -71,8 +72,7 @@ def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     from transformers import get_linear_schedule_with_warmup
 
-    model, tokenizer = load_base("smollm2-135m")
-    model.set_attn_implementation("sdpa")  # PEFT's side keeps transformers' default attention
+    model, tokenizer = peft_base("smollm2-135m")
     task, _, _ = load_named(TASK, "train")
     encoder = Encoder(task, tokenizer, 64)
     tokenizer.save_pretrained(ROOT / "runs" / "bench-tokenizer")

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("SOFTPROMPT_DATA") or ROOT.parent / "shared" / "data")
 
+from anchor import peft_base  # noqa: E402
+
 from softprompt.lm import PromptedLM  # noqa: E402
 from softprompt.models import load_base  # noqa: E402
 from softprompt.prompt import init_prompt  # noqa: E402
@@ -95,8 +97,7 @@ def peft_sequential(model_ref: str, prompts: Path, jobs: list[tuple[str, dict]])
 
     from softprompt.batching import target_batch
 
-    model, tokenizer = load_base(model_ref)
-    model.set_attn_implementation("sdpa")  # PEFT's side keeps transformers' default attention
+    model, tokenizer = peft_base(model_ref)
     names = list(TASKS)
     peft = PeftModel.from_pretrained(model, prompts / names[0], adapter_name=names[0])
     for name in names[1:]:

@@ -43,16 +43,16 @@ def batches(tokenizer, args) -> list[tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def run_side(args) -> dict:
+    from anchor import peft_base
+
     from softprompt.lm import PromptedLM
     from softprompt.models import load_base
     from softprompt.prompt import init_prompt
 
-    model, tokenizer = load_base(args.model, args.dtype)
+    model, tokenizer = (load_base if args.side == "ours" else peft_base)(args.model, args.dtype)
     data = batches(tokenizer, args)
     init_text = "Classify if the tweet is a complaint or not:"
     loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if args.side != "ours":
-        model.set_attn_implementation("sdpa")  # PEFT's side keeps transformers' default attention
     if args.side == "ours":
         prompt = init_prompt(
             args.num_virtual_tokens, model.get_input_embeddings(), tokenizer, "text", init_text=init_text

@@ -20,6 +20,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from .errors import SoftpromptError
+from .prepacked import prepack_linears
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -98,8 +99,11 @@ def _embedded_cache(alias: str) -> Path:
     return target
 
 
-def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32") -> tuple[PreTrainedModel, object]:
-    """Load a frozen base model (eval mode, no grads) and a tokenizer that has a pad token."""
+def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32", prepack: bool = True) -> tuple[PreTrainedModel, object]:
+    """Load a frozen base model (eval mode, no grads) and a tokenizer that has a pad token.
+
+    On a machine without CUDA, `prepack` lays the frozen linear weights out for oneDNN once (prepacked.py);
+    `prepack=False` gives transformers' model as it loads (the PEFT side of the benches)."""
     if dtype not in DTYPES:
         raise SoftpromptError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     path = resolve(ref)
@@ -110,7 +114,12 @@ def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32") -> tuple[PreTrai
         # On CPU, at prompt-tuning lengths, eager attention beats SDPA's flash kernel (~10% per training step
         # on smollm2, mostly its backward); GPUs keep SDPA.
         attention = "sdpa" if torch.cuda.is_available() else "eager"
-        model = model_cls.from_pretrained(path, config=config, dtype=DTYPES[dtype], attn_implementation=attention)
+        prepack = prepack and not torch.cuda.is_available()
+        # Prepacking reads the weights into memory rather than mapping the file: the row-major weights are
+        # then freed as they are laid out, where the pages read from a mapped file would stay counted.
+        model = model_cls.from_pretrained(
+            path, config=config, dtype=DTYPES[dtype], attn_implementation=attention, disable_mmap=prepack
+        )
     except OSError as exc:
         raise SoftpromptError(
             f"model {ref!r}: not an embedded alias ({', '.join(EMBEDDED)}), a local folder, or a hub id "
@@ -118,6 +127,8 @@ def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32") -> tuple[PreTrai
         ) from None
     model.eval()
     model.requires_grad_(False)
+    if prepack:
+        prepack_linears(model)
     if tokenizer.pad_token_id is None:
         # Reuse an existing token so the vocabulary (and the embedding matrix) stays the same size.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

@@ -1,0 +1,80 @@
+"""Prepacked linear layers: the outputs and input gradients of nn.Linear, on one layer, a tiny model and the
+real default model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from softprompt.lm import PromptedLM
+from softprompt.models import load_base
+from softprompt.prepacked import PrepackedLinear, prepack_linears, supported
+from softprompt.prompt import init_prompt
+
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+    scale = expected.float().abs().max()
+    assert (actual.float() - expected.float()).abs().max() <= TOLERANCE[dtype] * scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [False, True])
+def test_layer_gives_the_outputs_and_input_gradients_of_linear(dtype, bias):
+    if not supported(dtype):
+        pytest.skip(f"oneDNN cannot run {dtype} on this CPU")
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 80, bias=bias).to(dtype).requires_grad_(False)
+    layer = PrepackedLinear(linear)
+    assert torch.equal(layer.weight.to_dense(), linear.weight)
+    # A transposed (non-contiguous) input, as attention outputs can be.
+    x = torch.randn(7, 3, 48, dtype=dtype).transpose(0, 1).requires_grad_(True)
+    grad_out = torch.randn(3, 7, 80, dtype=dtype)
+    expected = linear(x)
+    (expected_grad,) = torch.autograd.grad(expected, x, grad_out)
+    actual = layer(x)
+    (actual_grad,) = torch.autograd.grad(actual, x, grad_out)
+    assert actual.shape == expected.shape and actual.dtype == dtype
+    _close(actual, expected, dtype)
+    _close(actual_grad, expected_grad, dtype)
+    with torch.no_grad():
+        _close(layer(x), expected, dtype)
+
+
+def test_prepack_swaps_the_frozen_trunk_and_keeps_the_tied_head(tiny_dir):
+    model, _ = load_base(str(tiny_dir), prepack=False)
+    linears = [m for m in model.modules() if type(m) is nn.Linear]
+    assert prepack_linears(model) == len(linears) - 1  # all but the LM head
+    assert type(model.lm_head) is nn.Linear
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    assert prepack_linears(model) == 0  # already done
+
+    trainable, _ = load_base(str(tiny_dir), prepack=False)
+    trainable.requires_grad_(True)
+    assert prepack_linears(trainable) == 0  # weights that train must stay plain
+
+
+def test_real_model_scores_and_gradients_match_the_plain_model(smollm2):
+    """The default load prepacks smollm2's 210 trunk layers; its prompt loss, prompt gradient and label scores
+    equal those of transformers' model as it loads."""
+    packed_model, tokenizer = smollm2
+    plain_model, _ = load_base("smollm2-135m", prepack=False)
+    assert sum(isinstance(m, PrepackedLinear) for m in packed_model.modules()) == 210
+    assert not any(isinstance(m, PrepackedLinear) for m in plain_model.modules())
+    rows = [tokenizer(text).input_ids for text in ["Tweet text : my flight is late again Label :", "Label :"]]
+    targets = [tokenizer(" complaint").input_ids, tokenizer(" no complaint").input_ids]
+    results = []
+    for model in (packed_model, plain_model):
+        prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify the tweet:")
+        lm = PromptedLM(model, prompt)
+        loss = -lm.target_logprob_sum(rows, targets).sum()
+        loss.backward()
+        with torch.no_grad():
+            scores = torch.stack(lm.score_rows(rows, [targets] * len(rows)))
+        results.append((loss.detach(), prompt.embedding.grad, scores))
+    (loss, grad, scores), (plain_loss, plain_grad, plain_scores) = results
+    assert abs(loss - plain_loss) <= 1e-4 * abs(plain_loss)
+    assert (grad - plain_grad).norm() <= 1e-4 * plain_grad.norm()
+    assert (scores - plain_scores).abs().max() <= 1e-3

@@ -20,7 +20,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from .errors import SoftpromptError
-from .prepacked import prepack_linears
+from .prepacked import prepack_linears, worth_prepacking
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -102,8 +102,8 @@ def _embedded_cache(alias: str) -> Path:
 def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32", prepack: bool = True) -> tuple[PreTrainedModel, object]:
     """Load a frozen base model (eval mode, no grads) and a tokenizer that has a pad token.
 
-    On a machine without CUDA, `prepack` lays the frozen linear weights out for oneDNN once (prepacked.py);
-    `prepack=False` gives transformers' model as it loads (the PEFT side of the benches)."""
+    On a machine without CUDA, `prepack` lays the frozen linear weights of a bfloat16 model out for oneDNN
+    once (prepacked.py); `prepack=False` gives transformers' model as it loads (the PEFT side of the benches)."""
     if dtype not in DTYPES:
         raise SoftpromptError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     path = resolve(ref)
@@ -114,7 +114,7 @@ def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32", prepack: bool = 
         # On CPU, at prompt-tuning lengths, eager attention beats SDPA's flash kernel (~10% per training step
         # on smollm2, mostly its backward); GPUs keep SDPA.
         attention = "sdpa" if torch.cuda.is_available() else "eager"
-        prepack = prepack and not torch.cuda.is_available()
+        prepack = prepack and not torch.cuda.is_available() and worth_prepacking(DTYPES[dtype])
         # Prepacking reads the weights into memory rather than mapping the file: the row-major weights are
         # then freed as they are laid out, where the pages read from a mapped file would stay counted.
         model = model_cls.from_pretrained(

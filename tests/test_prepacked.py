@@ -1,5 +1,5 @@
 """Prepacked linear layers: the outputs and input gradients of nn.Linear, on one layer, a tiny model and the
-real default model."""
+real default model in bfloat16; float32 models stay as loaded."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 from softprompt.lm import PromptedLM
 from softprompt.models import load_base
-from softprompt.prepacked import PrepackedLinear, prepack_linears, supported
+from softprompt.prepacked import PrepackedLinear, prepack_linears, worth_prepacking
 from softprompt.prompt import init_prompt
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
@@ -23,8 +23,8 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bias", [False, True])
 def test_layer_gives_the_outputs_and_input_gradients_of_linear(dtype, bias):
-    if not supported(dtype):
-        pytest.skip(f"oneDNN cannot run {dtype} on this CPU")
+    if not worth_prepacking(torch.bfloat16):  # float32 layers are never prepacked, but the layer handles both
+        pytest.skip("oneDNN cannot run bfloat16 on this CPU")
     torch.manual_seed(0)
     linear = nn.Linear(48, 80, bias=bias).to(dtype).requires_grad_(False)
     layer = PrepackedLinear(linear)
@@ -44,23 +44,25 @@ def test_layer_gives_the_outputs_and_input_gradients_of_linear(dtype, bias):
 
 
 def test_prepack_swaps_the_frozen_trunk_and_keeps_the_tied_head(tiny_dir):
-    model, _ = load_base(str(tiny_dir), prepack=False)
+    model, _ = load_base(str(tiny_dir), "bfloat16", prepack=False)
     linears = [m for m in model.modules() if type(m) is nn.Linear]
     assert prepack_linears(model) == len(linears) - 1  # all but the LM head
     assert type(model.lm_head) is nn.Linear
     assert model.lm_head.weight is model.get_input_embeddings().weight
     assert prepack_linears(model) == 0  # already done
 
-    trainable, _ = load_base(str(tiny_dir), prepack=False)
+    trainable, _ = load_base(str(tiny_dir), "bfloat16", prepack=False)
     trainable.requires_grad_(True)
     assert prepack_linears(trainable) == 0  # weights that train must stay plain
+    float32, _ = load_base(str(tiny_dir))
+    assert not any(isinstance(m, PrepackedLinear) for m in float32.modules())  # float32 stays as loaded
 
 
-def test_real_model_scores_and_gradients_match_the_plain_model(smollm2):
-    """The default load prepacks smollm2's 210 trunk layers; its prompt loss, prompt gradient and label scores
+def test_real_model_scores_and_gradients_match_the_plain_model():
+    """A bfloat16 load prepacks smollm2's 210 trunk layers; its prompt loss, prompt gradient and label scores
     equal those of transformers' model as it loads."""
-    packed_model, tokenizer = smollm2
-    plain_model, _ = load_base("smollm2-135m", prepack=False)
+    packed_model, tokenizer = load_base("smollm2-135m", "bfloat16")
+    plain_model, _ = load_base("smollm2-135m", "bfloat16", prepack=False)
     assert sum(isinstance(m, PrepackedLinear) for m in packed_model.modules()) == 210
     assert not any(isinstance(m, PrepackedLinear) for m in plain_model.modules())
     rows = [tokenizer(text).input_ids for text in ["Tweet text : my flight is late again Label :", "Label :"]]
@@ -75,6 +77,6 @@ def test_real_model_scores_and_gradients_match_the_plain_model(smollm2):
             scores = torch.stack(lm.score_rows(rows, [targets] * len(rows)))
         results.append((loss.detach(), prompt.embedding.grad, scores))
     (loss, grad, scores), (plain_loss, plain_grad, plain_scores) = results
-    assert abs(loss - plain_loss) <= 1e-4 * abs(plain_loss)
-    assert (grad - plain_grad).norm() <= 1e-4 * plain_grad.norm()
-    assert (scores - plain_scores).abs().max() <= 1e-3
+    assert abs(loss - plain_loss) <= 1e-3 * abs(plain_loss)
+    assert (grad - plain_grad).norm() <= 1e-2 * plain_grad.norm()
+    assert (scores - plain_scores).abs().max() <= 2e-2

@@ -36,6 +36,9 @@ class PromptedModel(nn.Module):
             raise ValueError(f"prompt hidden size {prompt.hidden_size} != model hidden size {hidden}")
         self.base = base
         self.prompt = prompt
+        # Keep what the prompt alone computes (a decoder's prompt keys/values) across inference calls. Off where
+        # the prompt changes between calls, as between a training run's evaluations: nothing kept would be reused.
+        self.keep_prompt_cache = True
         self.kv_hits = 0  # inference calls answered from a kept prompt cache (a serving metric)
 
     @property
@@ -71,9 +74,14 @@ class PromptedModel(nn.Module):
 class PromptedLM(PromptedModel):
     """A frozen causal LM with a trainable SoftPrompt in front of every input."""
 
-    def __init__(self, base: PreTrainedModel, prompt: SoftPrompt, share_prompt_cache: bool = True) -> None:
+    def __init__(
+        self, base: PreTrainedModel, prompt: SoftPrompt, share_prompt_cache: bool = True, keep_prompt_cache: bool = True
+    ) -> None:
         super().__init__(base, prompt)
         self.share_prompt_cache = share_prompt_cache
+        # Not kept, packed scoring runs the prompt at the front of every forward (the same scores, without a
+        # separate batch-1 pass for the prompt).
+        self.keep_prompt_cache = keep_prompt_cache
         # Token ids every input of this prompt's task starts with (its template's head, set by TunedPrompt):
         # packed scoring computes their keys/values once with the prompt's instead of once per row.
         self.fixed_prefix: list[int] = []
@@ -95,14 +103,14 @@ class PromptedLM(PromptedModel):
     def prompt_kv(self, prefix: Sequence[int] = ()) -> KV:
         """The keys/values of the prompt, then of the `prefix` token ids if given, per layer, batch size 1.
 
-        Outside autograd they are kept until the prompt tensor changes: an optimizer step or a
-        `load_state_dict` bumps the tensor's version counter, which is part of the key, so a
-        changed prompt is never served from a stale cache.
+        Outside autograd (and with `keep_prompt_cache`) they are kept until the prompt tensor changes: an
+        optimizer step or a `load_state_dict` bumps the tensor's version counter, which is part of the key, so
+        a changed prompt is never served from a stale cache.
         """
         param = self.prompt.embedding
         version, prefix = (id(param), param._version, param.data_ptr()), tuple(prefix)
-        grad = torch.is_grad_enabled() and param.requires_grad
-        if not grad:
+        keep = self.keep_prompt_cache and not (torch.is_grad_enabled() and param.requires_grad)
+        if keep:
             if self._kv_version != version:
                 self._kv_version, self._kvs = version, {}
             if prefix in self._kvs:
@@ -110,7 +118,7 @@ class PromptedLM(PromptedModel):
                 return self._kvs[prefix]
         out = self.base.base_model(inputs_embeds=self.prompt_embeds_with(prefix), use_cache=True)
         kv = [(layer.keys, layer.values) for layer in out.cache.layers]
-        if not grad:
+        if keep:
             self._kvs[prefix] = kv
         return kv
 

@@ -197,6 +197,7 @@ class Trainer:
             (self.tuned.encoder.input_ids(row), self.tuned.encoder.label_ids[self.task.label_index(row)])
             for row in self.train_rows
         ]
+        self.tuned.lm.keep_prompt_cache = False  # the prompt changes at every step; `_finish` turns it back on
         self.parallel = DataParallel()
         if config.gradient_checkpointing:
             # Recompute activations in the backward pass; the prompt cache needs `use_cache`, which
@@ -353,6 +354,7 @@ class Trainer:
 
     def _finish(self) -> TunedPrompt:
         """Write the final prompt (the best one with --keep-best) and the curves."""
+        self.tuned.lm.keep_prompt_cache = True  # the prompt is final: later calls reuse its keys/values
         if not self.parallel.main:
             return self.tuned
         best = self.output / "best"

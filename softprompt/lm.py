@@ -36,9 +36,7 @@ class PromptedModel(nn.Module):
             raise ValueError(f"prompt hidden size {prompt.hidden_size} != model hidden size {hidden}")
         self.base = base
         self.prompt = prompt
-        # Keep what the prompt alone computes (a decoder's prompt keys/values) across inference calls. Off where
-        # the prompt changes between calls, as between a training run's evaluations: nothing kept would be reused.
-        self.keep_prompt_cache = True
+        self.prompt_in_forward = False  # see PromptedLM; nothing reads it on other architectures
         self.kv_hits = 0  # inference calls answered from a kept prompt cache (a serving metric)
 
     @property
@@ -75,13 +73,19 @@ class PromptedLM(PromptedModel):
     """A frozen causal LM with a trainable SoftPrompt in front of every input."""
 
     def __init__(
-        self, base: PreTrainedModel, prompt: SoftPrompt, share_prompt_cache: bool = True, keep_prompt_cache: bool = True
+        self,
+        base: PreTrainedModel,
+        prompt: SoftPrompt,
+        share_prompt_cache: bool = True,
+        prompt_in_forward: bool = False,
     ) -> None:
         super().__init__(base, prompt)
         self.share_prompt_cache = share_prompt_cache
-        # Not kept, packed scoring runs the prompt at the front of every forward (the same scores, without a
-        # separate batch-1 pass for the prompt).
-        self.keep_prompt_cache = keep_prompt_cache
+        # Packed scoring of this prompt alone runs the prompt (and template head) at the front of every forward
+        # instead of from its keys/values computed apart and cached: for a prompt that changes between calls
+        # that each fit one forward (a training run's dev evaluations), and the reference the cache is checked
+        # against (bench/classify.py). Same scores up to rounding.
+        self.prompt_in_forward = prompt_in_forward
         # Token ids every input of this prompt's task starts with (its template's head, set by TunedPrompt):
         # packed scoring computes their keys/values once with the prompt's instead of once per row.
         self.fixed_prefix: list[int] = []
@@ -103,14 +107,14 @@ class PromptedLM(PromptedModel):
     def prompt_kv(self, prefix: Sequence[int] = ()) -> KV:
         """The keys/values of the prompt, then of the `prefix` token ids if given, per layer, batch size 1.
 
-        Outside autograd (and with `keep_prompt_cache`) they are kept until the prompt tensor changes: an
-        optimizer step or a `load_state_dict` bumps the tensor's version counter, which is part of the key, so
-        a changed prompt is never served from a stale cache.
+        Outside autograd they are kept until the prompt tensor changes: an optimizer step or a
+        `load_state_dict` bumps the tensor's version counter, which is part of the key, so a
+        changed prompt is never served from a stale cache.
         """
         param = self.prompt.embedding
         version, prefix = (id(param), param._version, param.data_ptr()), tuple(prefix)
-        keep = self.keep_prompt_cache and not (torch.is_grad_enabled() and param.requires_grad)
-        if keep:
+        grad = torch.is_grad_enabled() and param.requires_grad
+        if not grad:
             if self._kv_version != version:
                 self._kv_version, self._kvs = version, {}
             if prefix in self._kvs:
@@ -118,7 +122,7 @@ class PromptedLM(PromptedModel):
                 return self._kvs[prefix]
         out = self.base.base_model(inputs_embeds=self.prompt_embeds_with(prefix), use_cache=True)
         kv = [(layer.keys, layer.values) for layer in out.cache.layers]
-        if keep:
+        if not grad:
             self._kvs[prefix] = kv
         return kv
 

@@ -7,8 +7,8 @@ the earlier tokens of the same continuation; position ids restart for each row. 
 scores as it would alone, while the matrix multiplies see one large batch with no padding, and the
 continuations need no second pass and no copy of the cache. A template head that all of a prompt's rows
 start with joins that prompt's cache, so it runs once per call instead of once per row. In training (one
-prompt, with gradients), or where the prompt's cache is not kept, the prompt and head run at the front of every
-pack instead of as a cache; the scores are the same.
+prompt, with gradients), and for a prompt set to `prompt_in_forward`, the prompt and head run at the front of
+every pack instead of as a cache.
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def packed_scores(
     owners = [owner_of[id(lm)] for lm in lms]
     heads = [_shared_head(lm, [row for row, o in zip(rows, owners) if o == i]) for i, lm in enumerate(unique)]
     training = torch.is_grad_enabled() and unique[0].prompt.embedding.requires_grad
-    if len(unique) == 1 and (training or not unique[0].keep_prompt_cache):
-        # One prompt, trained or not kept: a separate batch-1 pass for its keys/values (and its backward) costs
-        # more in per-operator overhead than running its few tokens again in front of each of the call's packs.
+    if len(unique) == 1 and (training or unique[0].prompt_in_forward):
+        # Training one prompt: a separate batch-1 pass for its keys/values (and its backward) costs more in
+        # per-operator overhead than running its few tokens again in front of each of the step's few packs.
         slots: KV | torch.Tensor = unique[0].prompt_embeds_with(heads[0])
     else:
         slots = [lm.prompt_kv(head) for lm, head in zip(unique, heads)]

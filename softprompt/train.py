@@ -197,7 +197,9 @@ class Trainer:
             (self.tuned.encoder.input_ids(row), self.tuned.encoder.label_ids[self.task.label_index(row)])
             for row in self.train_rows
         ]
-        self.tuned.lm.keep_prompt_cache = False  # the prompt changes at every step; `_finish` turns it back on
+        # The prompt changes between dev evaluations, so keys/values computed apart would never be reused: a dev
+        # set that fits one forward runs the prompt inside it instead (`_finish` turns this off again).
+        self.tuned.lm.prompt_in_forward = len(self.eval_rows or ()) <= config.eval_batch_size
         self.parallel = DataParallel()
         if config.gradient_checkpointing:
             # Recompute activations in the backward pass; the prompt cache needs `use_cache`, which
@@ -354,7 +356,7 @@ class Trainer:
 
     def _finish(self) -> TunedPrompt:
         """Write the final prompt (the best one with --keep-best) and the curves."""
-        self.tuned.lm.keep_prompt_cache = True  # the prompt is final: later calls reuse its keys/values
+        self.tuned.lm.prompt_in_forward = False  # the prompt is final: later calls reuse its cached keys/values
         if not self.parallel.main:
             return self.tuned
         best = self.output / "best"

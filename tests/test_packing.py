@@ -172,23 +172,23 @@ def test_template_head_training_gradient_equals_padded_real_model(smollm2):
     _assert_packed_training_equals_padded(lm, sources, targets)
 
 
-def test_prompt_cache_not_kept_gives_the_kept_scores_real_model(smollm2):
-    """With `keep_prompt_cache` off, packed scoring runs the prompt (and template head) at the front of every
-    forward and keeps nothing; the scores are those of the kept cache."""
+def test_prompt_in_forward_gives_the_cached_scores_real_model(smollm2):
+    """With `prompt_in_forward`, packed scoring runs the prompt (and template head) at the front of every
+    forward and never computes its keys/values apart; the scores are those of the cached path."""
     model, tokenizer = smollm2
     lms, labels, encoders, owners, rows = _templated(model, tokenizer)
-    mine = [row for row, o in zip(rows, owners) if o == 0] * 4  # 16 rows: a few packs per forward
+    mine = [row for row, o in zip(rows, owners) if o == 0] * 4  # 16 rows: several packs and forwards
     conts = [labels[0]] * len(mine)
+    fresh = PromptedLM(model, lms[0].prompt, prompt_in_forward=True)
+    fresh.fixed_prefix = encoders[0].head_ids
+
+    def no_separate_pass(prefix=()):
+        raise AssertionError("prompt_kv called")
+
     with torch.no_grad():
-        kept = torch.stack(lms[0].score_rows(mine, conts, 8))
-        assert lms[0]._kvs  # the prompt's keys/values (with its template head) were kept
-        fresh = PromptedLM(model, lms[0].prompt, keep_prompt_cache=False)
-        fresh.fixed_prefix = encoders[0].head_ids
-        unkept = torch.stack(fresh.score_rows(mine, conts, 8))
-        assert not fresh._kvs and fresh.kv_hits == 0
-        # Several prompts in one call still share their keys/values as a cache, but keep none of them.
-        lms[1].keep_prompt_cache = False
-        lms[1].score_rows(rows, [labels[o] for o in owners], 8, [lms[o] if o == 0 else lms[1] for o in owners])
-        assert not lms[1]._kvs
-    assert torch.allclose(unkept, kept, atol=1e-4)
-    assert torch.equal(unkept.argmax(1), kept.argmax(1))
+        cached = torch.stack(lms[0].score_rows(mine, conts, 8))
+        assert set(lms[0]._kvs) == {tuple(encoders[0].head_ids)}
+        fresh.prompt_kv = no_separate_pass
+        inline = torch.stack(fresh.score_rows(mine, conts, 8))
+    assert torch.allclose(inline, cached, atol=1e-4)
+    assert torch.equal(inline.argmax(1), cached.argmax(1))

@@ -147,13 +147,15 @@ def test_real_model_learns_twitter_complaints(smollm2, data_dir, tmp_path):
     tuned = fit(config, base=smollm2)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["eval_loss"] < records[0]["eval_loss"]
-    # The dev evaluations kept no prompt cache (the prompt changed after each); the trained prompt keeps one.
-    assert tuned.lm.keep_prompt_cache and not tuned.lm._kvs
+    # The dev set fits one forward, so its evaluations ran the prompt inside it and cached nothing (the prompt
+    # changed after each); the trained prompt is scored from its cache again.
+    assert not tuned.lm._kvs and not tuned.lm.prompt_in_forward
     loaded = TunedPrompt.from_pretrained(tmp_path / "run", base=smollm2)
     assert torch.equal(loaded.lm.prompt.embedding, tuned.lm.prompt.embedding)
     rows = [{"Tweet text": "@united you lost my bag again, worst service ever"}, {"Tweet text": "what a lovely day"}]
+    tuned.predict(rows)
+    assert tuned.lm._kvs
     predictions = loaded.predict(rows)
-    assert loaded.lm._kvs
     assert [set(p["scores"]) for p in predictions] == [{"complaint", "no complaint"}] * 2
     assert all(p["label"] == max(p["scores"], key=p["scores"].get) for p in predictions)
 

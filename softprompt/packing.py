@@ -105,6 +105,7 @@ def packed_scores(
     if len(unique) == 1 and (training or unique[0].prompt_in_forward):
         # Training one prompt: a separate batch-1 pass for its keys/values (and its backward) costs more in
         # per-operator overhead than running its few tokens again in front of each of the step's few packs.
+        # `prompt_in_forward` asks for the same where a cache of this prompt would not be reused (lm.py).
         slots: KV | torch.Tensor = unique[0].prompt_embeds_with(heads[0])
     else:
         slots = [lm.prompt_kv(head) for lm, head in zip(unique, heads)]

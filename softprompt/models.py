@@ -20,9 +20,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from .errors import SoftpromptError
+from .hardware import DTYPES, resolve_dtype
 from .prepacked import prepack_linears, worth_prepacking
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -99,13 +98,13 @@ def _embedded_cache(alias: str) -> Path:
     return target
 
 
-def load_base(ref: str = DEFAULT_MODEL, dtype: str = "float32", prepack: bool = True) -> tuple[PreTrainedModel, object]:
+def load_base(ref: str = DEFAULT_MODEL, dtype: str = "auto", prepack: bool = True) -> tuple[PreTrainedModel, object]:
     """Load a frozen base model (eval mode, no grads) and a tokenizer that has a pad token.
 
-    On a machine without CUDA, `prepack` lays the frozen linear weights of a bfloat16 model out for oneDNN
+    `dtype` "auto" takes bfloat16 where this machine runs it natively, else float32 (hardware.py). On a
+    machine without CUDA, `prepack` lays the frozen linear weights of a bfloat16 model out for oneDNN
     once (prepacked.py); `prepack=False` gives transformers' model as it loads (the PEFT side of the benches)."""
-    if dtype not in DTYPES:
-        raise SoftpromptError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    dtype = resolve_dtype(dtype)
     path = resolve(ref)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

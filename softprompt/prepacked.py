@@ -16,14 +16,12 @@ import ctypes
 import torch
 from torch import nn
 
+from .hardware import onednn_bfloat16
+
 
 def worth_prepacking(dtype: torch.dtype) -> bool:
     """Whether we prepack weights of `dtype` here: bfloat16, where this build and CPU run it in oneDNN."""
-    return (
-        dtype == torch.bfloat16
-        and torch.backends.mkldnn.is_available()
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
+    return dtype == torch.bfloat16 and onednn_bfloat16()
 
 
 def _layout(weight: torch.Tensor) -> torch.Tensor:

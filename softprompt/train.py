@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, hardware
 from .batching import chunks
 from .distributed import DataParallel
 from .errors import SoftpromptError
@@ -38,7 +38,7 @@ class TrainConfig:
     """Every `softprompt train` option; a TOML file holds the same keys (dashes or underscores)."""
 
     model: str = DEFAULT_MODEL
-    dtype: str = "float32"
+    dtype: str = "auto"
     task: str | None = None
     train: str | None = None
     eval: str | None = None
@@ -88,6 +88,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.optimizer not in ("adamw", "adafactor"):
             raise SoftpromptError(f"--optimizer must be adamw or adafactor, got {self.optimizer!r}")
+        if self.dtype not in hardware.DTYPE_CHOICES:
+            raise SoftpromptError(f"--dtype must be one of {', '.join(hardware.DTYPE_CHOICES)}, got {self.dtype!r}")
         if self.keep_best not in (None, *METRICS):
             raise SoftpromptError(f"--keep-best must be one of {', '.join(METRICS)}, got {self.keep_best!r}")
         if (self.task is None) == (self.train is None):
@@ -191,6 +193,8 @@ class Trainer:
             "init_text": init_text,
             "seed": config.seed,
             "train_config": dataclasses.asdict(config),
+            "base_dtype": str(model.dtype).removeprefix("torch."),  # what `auto` chose on this machine
+            "hardware": hardware.describe(),
         }
         self.tuned = TunedPrompt(prompted(model, prompt), tokenizer, self.task, config.max_length, meta)
         self.encoded = [

@@ -47,7 +47,7 @@ class TunedPrompt:
         cls,
         folder: str | os.PathLike,
         base=None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         model: str | None = None,
         task: Task | None = None,
     ) -> TunedPrompt:

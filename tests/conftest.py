@@ -23,7 +23,7 @@ def smollm2():
     """The real embedded default model, loaded once per test session (frozen, float32)."""
     from softprompt.models import load_base
 
-    return load_base("smollm2-135m")
+    return load_base("smollm2-135m", "float32")
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +55,7 @@ def tiny_dir(tmp_path_factory, smollm2) -> Path:
 def tiny(tiny_dir):
     from softprompt.models import load_base
 
-    return load_base(str(tiny_dir))
+    return load_base(str(tiny_dir), "float32")
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Tasks: labelled rows from CSV/TSV/JSONL files or `datasets` splits, a template, labels and a verbalizer.
+"""Tasks: a template, labels and a verbalizer over rows (rows.py reads them), the shipped named tasks, dev splits.
 
 A row is a dict of strings. A Task turns a row into the model's input text (the template with the
 row's fields filled in) and the label's word (the verbalizer's, else the label value itself).
@@ -6,13 +6,9 @@ row's fields filled in) and the label's word (the verbalizer's, else the label v
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import random
 import string
-import sys
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,8 +16,22 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import SoftpromptError
+from .rows import Row, read_hub, read_rows
 
-Row = dict[str, str]
+__all__ = [  # Row and read_rows are rows.py's, kept importable from here
+    "Row",
+    "Task",
+    "data_dir",
+    "labels_found",
+    "load_named",
+    "named_tasks",
+    "parse_labels",
+    "parse_mapping",
+    "read_rows",
+    "rename_columns",
+    "show",
+    "split_dev",
+]
 
 
 def show(value: object) -> str:
@@ -115,112 +125,6 @@ class Task:
         return cls(**{k: data[k] for k in keys if k in data})
 
 
-def read_rows(path: str | os.PathLike) -> list[Row]:
-    """Rows of a CSV, TSV (GLUE style: no quoting) or JSONL file, or `hf:NAME[:CONFIG]:SPLIT`."""
-    spec = str(path)
-    if spec.startswith("hf:"):
-        return _read_hub(*_split_hub_spec(spec))
-    file = Path(spec)
-    if not file.is_file():
-        raise SoftpromptError(f"{spec}: no such file")
-    data = file.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise SoftpromptError(f"{spec}: not UTF-8 text (bad byte at offset {exc.start}, line {line})") from None
-    handle = io.StringIO(text.removeprefix("\ufeff"), newline="")
-    suffix = file.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        rows = _read_jsonl(handle, spec)
-    elif suffix in (".tsv", ".txt"):
-        rows = _read_delimited(handle, spec, "\t", csv.QUOTE_NONE)
-    elif suffix == ".csv":
-        rows = _read_delimited(handle, spec, ",", csv.QUOTE_MINIMAL)
-    else:
-        raise SoftpromptError(f"{spec}: unknown file type {suffix!r} (use .csv, .tsv or .jsonl)")
-    if not rows:
-        raise SoftpromptError(f"{spec}: no rows")
-    return rows
-
-
-def _read_delimited(handle, source: str, delimiter: str, quoting: int) -> list[Row]:
-    csv.field_size_limit(sys.maxsize)
-    reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-    header = next(reader, None)
-    if not header:
-        raise SoftpromptError(f"{source}: empty file")
-    duplicates = {name for name in header if header.count(name) > 1}
-    if duplicates:
-        raise SoftpromptError(f"{source}: duplicate column {sorted(duplicates)[0]!r} in the header")
-    rows = []
-    try:
-        for values in reader:
-            if not values:
-                continue
-            if len(values) != len(header):
-                raise SoftpromptError(
-                    f"{source} row {len(rows) + 1} (line {reader.line_num}): {len(values)} fields, "
-                    f"header has {len(header)}"
-                )
-            rows.append(dict(zip(header, values)))
-    except csv.Error as exc:
-        raise SoftpromptError(f"{source} line {reader.line_num}: {exc}") from None
-    return rows
-
-
-def _read_jsonl(handle, source: str) -> list[Row]:
-    rows = []
-    for line_number, line in enumerate(handle, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SoftpromptError(f"{source} line {line_number}: not JSON ({exc.msg})") from None
-        except (ValueError, RecursionError):  # huge integers, very deep nesting
-            raise SoftpromptError(
-                f"{source} line {line_number}: not JSON we can read (too large or too deep)"
-            ) from None
-        if not isinstance(record, dict):
-            raise SoftpromptError(f"{source} line {line_number}: expected a JSON object")
-        rows.append({str(k): _as_text(v) for k, v in record.items()})
-    return rows
-
-
-def _as_text(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _split_hub_spec(spec: str) -> tuple[str, str | None, str]:
-    parts = spec[3:].split(":")
-    if len(parts) == 2:
-        return parts[0], None, parts[1]
-    if len(parts) == 3:
-        return parts[0], parts[1], parts[2]
-    raise SoftpromptError(f"{spec}: write hub splits as hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT")
-
-
-def _read_hub(path: str, name: str | None, split: str, label_names: bool = False) -> list[Row]:
-    try:
-        import datasets
-    except ImportError:
-        raise SoftpromptError("reading hub datasets needs: pip install 'softprompt[datasets]'") from None
-    try:
-        data = datasets.load_dataset(path, name, split=split)
-    except Exception as exc:  # the hub raises many types; all mean "not reachable or not found"
-        raise SoftpromptError(f"hf:{path}:{name}:{split}: cannot load ({str(exc).splitlines()[0]})") from None
-    names = {
-        column: feature.names
-        for column, feature in data.features.items()
-        if label_names and isinstance(feature, datasets.ClassLabel)
-    }
-    return [
-        {k: names[k][v] if k in names else (v if isinstance(v, str) else _as_text(v)) for k, v in row.items()}
-        for row in data
-    ]
-
-
 def data_dir() -> Path | None:
     """Where named tasks find their files: $SOFTPROMPT_DATA, else none (use the hub)."""
     env = os.environ.get("SOFTPROMPT_DATA")
@@ -250,7 +154,7 @@ def load_named(name: str, split: str, data: Path | None = None) -> tuple[Task, l
     hub = config["hub"]
     hub_split = hub.get("splits", {}).get(split, split)
     source = f"hf:{hub['path']}:{hub['name']}:{hub_split}"
-    return task, _read_hub(hub["path"], hub["name"], hub_split, hub.get("label_names", False)), source
+    return task, read_hub(hub["path"], hub["name"], hub_split, hub.get("label_names", False)), source
 
 
 def parse_mapping(text: str, option: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import tomllib
 import warnings
 from pathlib import Path
 
-from .errors import SoftpromptError
+from .errors import ParameterError, SoftpromptError
 
 TRAIN_HELP = {
     "model": "base model: smollm2-135m (default), gemma3-270m, a local HF folder or a hub id",
@@ -342,7 +342,7 @@ def _transfer(args: argparse.Namespace) -> None:
     from .train import fit
 
     config = _train_config(args)
-    mapping = parse_mapping(args.target_map, "--target-map")
+    mapping = parse_mapping(args.target_map, "target_map")
     target = rename_columns(read_rows(args.target), mapping, args.target)
     target = target[: args.target_limit] if args.target_limit else target
     tuned = fit(config, overwrite=args.overwrite)
@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
             "transfer": _transfer,
         }
         commands[args.command](args)
+    except ParameterError as exc:  # the library names the parameter, the command line its flag
+        print(f"softprompt: error: {exc.spelled(lambda name: '--' + name.replace('_', '-'))}", file=sys.stderr)
+        return 2
     except SoftpromptError as exc:
         print(f"softprompt: error: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
-from .errors import SoftpromptError
+from .errors import ParameterError
 from .hardware import DTYPES, resolve_dtype
 from .prepacked import prepack_linears, worth_prepacking
 
@@ -64,7 +64,7 @@ def resolve(ref: str) -> str:
         return str(_embedded_cache(ref))
     if Path(ref).exists():
         if not Path(ref, "config.json").is_file():
-            raise SoftpromptError(f"{ref}: not a Hugging Face model folder (no config.json)")
+            raise ParameterError("model", "{ref} is not a Hugging Face model folder (no config.json)", ref=ref)
         return ref
     return ref
 
@@ -77,7 +77,7 @@ def _embedded_cache(alias: str) -> Path:
     spec = EMBEDDED[alias]
     found = importlib.util.find_spec(spec.package)
     if found is None or not found.submodule_search_locations:
-        raise SoftpromptError(f"model {alias!r} needs its package: {spec.pip_name}")
+        raise ParameterError("model", "{alias!r} needs its package: {pip}", alias=alias, pip=spec.pip_name)
     gguf = spec.gguf_path(Path(found.submodule_search_locations[0]))
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -120,9 +120,12 @@ def load_base(ref: str = DEFAULT_MODEL, dtype: str = "auto", prepack: bool = Tru
             path, config=config, dtype=DTYPES[dtype], attn_implementation=attention, disable_mmap=prepack
         )
     except OSError as exc:
-        raise SoftpromptError(
-            f"model {ref!r}: not an embedded alias ({', '.join(EMBEDDED)}), a local folder, or a hub id "
-            f"reachable from here ({str(exc).splitlines()[0]})"
+        raise ParameterError(
+            "model",
+            "{ref!r} is not an embedded alias ({aliases}), a local folder, or a hub id reachable from here ({why})",
+            ref=ref,
+            aliases=", ".join(EMBEDDED),
+            why=str(exc).splitlines()[0],
         ) from None
     model.eval()
     model.requires_grad_(False)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import SoftpromptError
+from .errors import ParameterError, SoftpromptError
 
 INITS = ("random-uniform", "first-vocab", "sampled-vocab", "text", "class-label")
 COMMON_VOCAB = 5000
@@ -90,7 +90,7 @@ def init_prompt(
 ) -> SoftPrompt:
     """Build a SoftPrompt with one of `INITS`; the same seed always gives the same matrix."""
     if n_tokens < 1:
-        raise SoftpromptError(f"--num-virtual-tokens must be at least 1, got {n_tokens}")
+        raise ParameterError("num_virtual_tokens", "must be at least 1, got {n}", n=n_tokens)
     generator = torch.Generator().manual_seed(seed)
     hidden = embeddings.embedding_dim
     if init == "random-uniform":
@@ -101,20 +101,20 @@ def init_prompt(
         matrix = _sampled_vocab(n_tokens, embeddings, tokenizer, generator)
     elif init == "text":
         if not init_text:
-            raise SoftpromptError("--init text needs --init-text")
+            raise ParameterError("init_text", "needed when {init} is 'text'")
         ids = _text_ids(tokenizer, init_text)
         if not ids:
-            raise SoftpromptError(f"--init-text {init_text!r} has no tokens")
+            raise ParameterError("init_text", "{text!r} has no tokens", text=init_text)
         ids = (ids * (n_tokens // len(ids) + 1))[:n_tokens]
         matrix = _embed(embeddings, torch.tensor(ids))
     elif init == "class-label":
         if not label_words:
-            raise SoftpromptError("--init class-label needs the task's labels")
+            raise ParameterError("init", "'class-label' needs the task's labels")
         rows = [_embed(embeddings, torch.tensor(_text_ids(tokenizer, word))).mean(0) for word in label_words]
         matrix = torch.stack(rows[:n_tokens])
         if n_tokens > len(rows):
             rest = _sampled_vocab(n_tokens - len(rows), embeddings, tokenizer, generator)
             matrix = torch.cat([matrix, rest])
     else:
-        raise SoftpromptError(f"--init must be one of {', '.join(INITS)}, got {init!r}")
+        raise ParameterError.not_one_of("init", init, INITS)
     return SoftPrompt(matrix)

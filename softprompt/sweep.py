@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .checkpoint import atomic_write
-from .errors import SoftpromptError
+from .errors import ParameterError
 from .prompt import INITS
 from .tasks import Row
 from .train import TrainConfig, fit
@@ -32,9 +32,11 @@ def run_sweep(
     """Train every (length, init, seed) and evaluate it on `test_rows`; rows go to output/sweep.csv as they come."""
     unknown = [init for init in inits if init not in INITS]
     if unknown:
-        raise SoftpromptError(f"--inits: unknown {unknown[0]!r} (choose from {', '.join(INITS)})")
+        raise ParameterError(
+            "inits", "unknown {init!r} (choose from {choices})", init=unknown[0], choices=", ".join(INITS)
+        )
     if not lengths or min(lengths) < 1:
-        raise SoftpromptError("--lengths must be positive integers")
+        raise ParameterError("lengths", "must be positive integers")
     results: list[dict] = []
     for length, init, seed in itertools.product(lengths, inits, seeds):
         folder = output / "runs" / f"len{length}-{init}-seed{seed}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .errors import SoftpromptError
+from .errors import ParameterError, SoftpromptError
 from .rows import Row, read_hub, read_rows
 
 __all__ = [  # Row and read_rows are rows.py's, kept importable from here
@@ -62,12 +62,16 @@ class Task:
         try:
             parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(self.template) if f is not None]
         except ValueError as exc:
-            raise SoftpromptError(f"--template {self.template!r}: {exc}") from None
+            raise ParameterError("template", "{template!r}: {exc}", template=self.template, exc=exc) from None
         self.fields = [f for f, _, _ in parsed]
         if any(not f for f in self.fields):
-            raise SoftpromptError(f"--template {self.template!r}: every {{}} must name a field, e.g. {{text}}")
+            raise ParameterError(
+                "template", "{template!r}: every {{}} must name a field, e.g. {{text}}", template=self.template
+            )
         if any(spec or conv for _, spec, conv in parsed):
-            raise SoftpromptError(f"--template {self.template!r}: use plain {{field}} placeholders (no ':' or '!')")
+            raise ParameterError(
+                "template", "{template!r}: use plain {{field}} placeholders (no ':' or '!')", template=self.template
+            )
 
     @property
     def label_words(self) -> list[str]:
@@ -157,13 +161,13 @@ def load_named(name: str, split: str, data: Path | None = None) -> tuple[Task, l
     return task, read_hub(hub["path"], hub["name"], hub_split, hub.get("label_names", False)), source
 
 
-def parse_mapping(text: str, option: str) -> dict[str, str]:
-    """`"0=negative,1=positive"` -> {"0": "negative", "1": "positive"}."""
+def parse_mapping(text: str, param: str) -> dict[str, str]:
+    """`"0=negative,1=positive"` -> {"0": "negative", "1": "positive"}; errors name `param` (e.g. verbalizer)."""
     mapping = {}
     for item in _split_list(text):
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise SoftpromptError(f"{option}: expected VALUE=WORD pairs separated by commas, got {item!r}")
+            raise ParameterError(param, "expected VALUE=WORD pairs separated by commas, got {item!r}", item=item)
         mapping[key.strip()] = value.strip()
     return mapping
 
@@ -211,7 +215,7 @@ def rename_columns(rows: list[Row], mapping: dict[str, str], source: str) -> lis
 def split_dev(rows: list[Row], fraction: float, seed: int, label_field: str) -> tuple[list[Row], list[Row]]:
     """Carve a stratified dev split from training rows (never tune on the test split)."""
     if not 0 < fraction < 1:
-        raise SoftpromptError(f"--dev-fraction must be between 0 and 1, got {fraction}")
+        raise ParameterError("dev_fraction", "must be between 0 and 1, got {fraction}", fraction=fraction)
     by_label: dict[str, list[int]] = {}
     for index, row in enumerate(rows):
         by_label.setdefault(row[label_field], []).append(index)

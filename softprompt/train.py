@@ -23,7 +23,7 @@ from tqdm import tqdm
 from . import checkpoint, hardware
 from .batching import chunks
 from .distributed import DataParallel
-from .errors import SoftpromptError
+from .errors import ParameterError, SoftpromptError
 from .models import DEFAULT_MODEL, load_base
 from .plots import plot_curves
 from .prompt import init_prompt
@@ -87,18 +87,18 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.optimizer not in ("adamw", "adafactor"):
-            raise SoftpromptError(f"--optimizer must be adamw or adafactor, got {self.optimizer!r}")
+            raise ParameterError.not_one_of("optimizer", self.optimizer, ("adamw", "adafactor"))
         if self.dtype not in hardware.DTYPE_CHOICES:
-            raise SoftpromptError(f"--dtype must be one of {', '.join(hardware.DTYPE_CHOICES)}, got {self.dtype!r}")
+            raise ParameterError.not_one_of("dtype", self.dtype, hardware.DTYPE_CHOICES)
         if self.keep_best not in (None, *METRICS):
-            raise SoftpromptError(f"--keep-best must be one of {', '.join(METRICS)}, got {self.keep_best!r}")
+            raise ParameterError.not_one_of("keep_best", self.keep_best, METRICS)
         if (self.task is None) == (self.train is None):
-            raise SoftpromptError("give exactly one of --task NAME or --train FILE")
+            raise ParameterError("task", "give exactly one of {task} (a shipped task) or {train} (a file)")
         if self.train_limit < 0:
-            raise SoftpromptError("--train-limit must be 0 (all rows) or positive")
+            raise ParameterError("train_limit", "must be 0 (all rows) or positive")
         for name in ("batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
-                raise SoftpromptError(f"--{name.replace('_', '-')} must be at least 1")
+                raise ParameterError(name, "must be at least 1")
 
 
 def load_data(config: TrainConfig) -> tuple[Task, list[Row], list[Row] | None]:
@@ -110,10 +110,10 @@ def load_data(config: TrainConfig) -> tuple[Task, list[Row], list[Row] | None]:
             task.template = config.template
     else:
         if not config.template or not config.label_field:
-            raise SoftpromptError("--train needs --template and --label-field")
+            raise ParameterError("train", "needs {template} and {label_field}")
         source, rows = config.train, read_rows(config.train)
         labels = parse_labels(config.labels) if config.labels else labels_found(rows, config.label_field, source)
-        verbalizer = parse_mapping(config.verbalizer, "--verbalizer") if config.verbalizer else {}
+        verbalizer = parse_mapping(config.verbalizer, "verbalizer") if config.verbalizer else {}
         task = Task(config.template, config.label_field, labels, verbalizer, name=Path(source).stem)
     task.check(rows, source)
     if config.train_limit and config.train_limit < len(rows):
@@ -270,10 +270,14 @@ class Trainer:
         if not torch.isfinite(lm.prompt.embedding).all():
             raise self._diverged("NaN/Inf in the prompt")
 
-    def _diverged(self, what: str) -> SoftpromptError:
-        return SoftpromptError(
-            f"training diverged at step {self.progress['step'] + 1} ({what}); the last good checkpoint is kept "
-            f"under {self.output / 'checkpoints'}; try a lower --lr"
+    def _diverged(self, what: str) -> ParameterError:
+        return ParameterError(
+            "lr",
+            "training diverged at step {step} ({what}); the last good checkpoint is kept under {folder}; "
+            "try a lower value",
+            step=self.progress["step"] + 1,
+            what=what,
+            folder=str(self.output / "checkpoints"),
         )
 
     def _evaluate(self) -> bool:
@@ -414,9 +418,11 @@ def fit(config: TrainConfig, base=None, resume: bool = False, overwrite: bool = 
             trainer.resume(previous)
         elif previous is not None or (trainer.output / "metrics.jsonl").exists():
             if not overwrite:
-                raise SoftpromptError(
-                    f"{trainer.output}: already holds a training run; pass --resume to continue it, "
-                    "--overwrite to start over, or another --output"
+                raise ParameterError(
+                    "output",
+                    "{path} already holds a training run; pass {resume} to continue it, {overwrite} to start "
+                    "over, or another {output}",
+                    path=str(trainer.output),
                 )
             if trainer.parallel.main:
                 for name in ("checkpoints", "best"):

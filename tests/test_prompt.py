@@ -76,7 +76,7 @@ def test_class_label_rows_are_label_word_embeddings(parts):
 
 def test_bad_init_is_a_clear_error(parts):
     embeddings, tokenizer = parts
-    with pytest.raises(SoftpromptError, match="--init must be one of"):
+    with pytest.raises(SoftpromptError, match="^init: must be one of"):
         init_prompt(4, embeddings, tokenizer, "zeros")
-    with pytest.raises(SoftpromptError, match="--init-text"):
+    with pytest.raises(SoftpromptError, match="^init_text"):
         init_prompt(4, embeddings, tokenizer, "text")

@@ -413,7 +413,7 @@ def test_templates_construct_or_raise_softprompt_error(template, value):
     try:
         task = Task(template, "label", ["x"])
     except SoftpromptError as exc:
-        assert_error(exc, "--template")
+        assert_error(exc, "template")
         return
     parsed = list(string.Formatter().parse(template))
     assert task.fields == [name for _, name, _, _ in parsed if name is not None]
@@ -437,9 +437,9 @@ def test_parse_labels_and_mapping_on_arbitrary_strings(text):
     labels = parse_labels(text)
     assert all(isinstance(label, str) and label and label == label.strip() for label in labels)
     try:
-        mapping = parse_mapping(text, "--verbalizer")
+        mapping = parse_mapping(text, "verbalizer")
     except SoftpromptError as exc:
-        assert_error(exc, "--verbalizer")
+        assert_error(exc, "verbalizer")
         return
     assert all(k and v and k == k.strip() and v == v.strip() for k, v in mapping.items())
 
@@ -470,7 +470,7 @@ def test_escaped_labels_survive_parse_labels(labels, separator):
 )
 def test_escaped_mapping_survives_parse_mapping(pairs, separator):
     text = separator.join(f"{escape(k)}={escape(v)}" for k, v in pairs)
-    assert parse_mapping(text, "--verbalizer") == dict(pairs)
+    assert parse_mapping(text, "verbalizer") == dict(pairs)
 
 
 # --- labels_found and split_dev -----------------------------------------------------------------------------
@@ -504,7 +504,7 @@ def test_labels_found_sorted_unique_or_clean_error(rows):
 def test_split_dev_partitions_stratified(labels, fraction, seed):
     rows = [{"label": label, "n": str(i)} for i, label in enumerate(labels)]
     if not 0 < fraction < 1:
-        with pytest.raises(SoftpromptError, match=r"^--dev-fraction"):
+        with pytest.raises(SoftpromptError, match=r"^dev_fraction"):
             split_dev(rows, fraction, seed, "label")
         return
     train, dev = split_dev(rows, fraction, seed, "label")

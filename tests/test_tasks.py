@@ -184,7 +184,7 @@ def test_render_real_row(data_dir):
 
 @pytest.mark.parametrize("template", ["Text: {} Label:", "Text: {text Label:", "Text: text} Label:"])
 def test_bad_template(template):
-    with pytest.raises(SoftpromptError, match="--template"):
+    with pytest.raises(SoftpromptError, match="^template"):
         Task(template, "label", ["a"])
 
 
@@ -242,15 +242,15 @@ def test_check_unknown_label_names_row_and_value():
 
 
 def test_parse_mapping():
-    assert parse_mapping("0=negative,1=positive", "--verbalizer") == {"0": "negative", "1": "positive"}
-    assert parse_mapping(" 0 = very bad , 1=good,", "--verbalizer") == {"0": "very bad", "1": "good"}
-    assert parse_mapping("a\\,b=x\\,y", "--verbalizer") == {"a,b": "x,y"}
+    assert parse_mapping("0=negative,1=positive", "verbalizer") == {"0": "negative", "1": "positive"}
+    assert parse_mapping(" 0 = very bad , 1=good,", "verbalizer") == {"0": "very bad", "1": "good"}
+    assert parse_mapping("a\\,b=x\\,y", "verbalizer") == {"a,b": "x,y"}
 
 
 @pytest.mark.parametrize("text", ["0negative", "0=", "=negative", "0=negative,1"])
 def test_parse_mapping_errors(text):
-    with pytest.raises(SoftpromptError, match="^--verbalizer: expected VALUE=WORD"):
-        parse_mapping(text, "--verbalizer")
+    with pytest.raises(SoftpromptError, match="^verbalizer: expected VALUE=WORD"):
+        parse_mapping(text, "verbalizer")
 
 
 def test_parse_labels():
@@ -315,7 +315,7 @@ def test_split_dev_keeps_one_of_each_label():
 
 @pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5])
 def test_split_dev_bad_fraction(fraction):
-    with pytest.raises(SoftpromptError, match="--dev-fraction"):
+    with pytest.raises(SoftpromptError, match="^dev_fraction"):
         split_dev(ROWS, fraction, 0, "label")
 
 

@@ -63,7 +63,7 @@ def test_train_limit_and_max_steps_mid_epoch(tiny, tiny_dir, data_dir, tmp_path)
     records = [json.loads(line) for line in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [5, 7] and "accuracy" in records[-1]
     assert checkpoint.latest_checkpoint(tmp_path / "short" / "checkpoints").name.endswith("7")
-    with pytest.raises(SoftpromptError, match="--train-limit"):
+    with pytest.raises(SoftpromptError, match="^train_limit"):
         fit(_config(tiny_dir, data_dir, tmp_path / "bad", train_limit=-1), base=tiny)
 
 
@@ -168,7 +168,7 @@ def test_second_run_on_the_same_folder_is_refused(tiny, tiny_dir, data_dir, tmp_
         with pytest.raises(SoftpromptError, match="another training run is using this folder"):
             fit(config, base=tiny)
     fit(config, base=tiny)
-    with pytest.raises(SoftpromptError, match="already holds a training run; pass --resume"):
+    with pytest.raises(SoftpromptError, match="already holds a training run; pass resume"):
         fit(config, base=tiny)
     fit(config, base=tiny, overwrite=True)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -1,0 +1,201 @@
+"""One function per command: read the arguments, call the library, print the result."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+from ..errors import SoftpromptError
+
+
+def train(args: argparse.Namespace) -> None:
+    from ..train import fit, resume_config
+
+    if args.resume:
+        fit(resume_config(args.resume), resume=True)
+        return
+    config = _train_config(args)
+    tuned = fit(config, overwrite=args.overwrite)
+    print(f"saved prompt to {config.output}", file=sys.stderr)
+    if "metrics" in tuned.meta:
+        print(json.dumps(tuned.meta["metrics"]))
+
+
+def _train_config(args: argparse.Namespace):
+    """TrainConfig from --config FILE.toml, overridden by the flags given."""
+    from ..train_config import TrainConfig
+
+    values: dict = {}
+    if args.config:
+        try:
+            values = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise SoftpromptError(f"{args.config}: {exc}") from None
+    flags = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
+    }
+    return TrainConfig.from_dict({**values, **flags}, args.config or "flags")
+
+
+def _rows(args: argparse.Namespace) -> tuple[list[dict], str]:
+    from ..tasks import load_named, read_rows
+
+    if bool(args.data) == bool(args.task):
+        raise SoftpromptError("give exactly one of --data FILE or --task NAME")
+    if args.data:
+        rows, source = read_rows(args.data), args.data
+    else:
+        _, rows, source = load_named(args.task, args.split, Path(args.data_dir) if args.data_dir else None)
+    rows = rows[: args.limit] if args.limit else rows
+    return rows, source
+
+
+def _load(args: argparse.Namespace):
+    from ..tuned import TunedPrompt
+
+    return TunedPrompt.from_pretrained(args.prompt, dtype=args.dtype, model=args.model)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    tuned = _load(args)
+    rows, source = _rows(args)
+    tuned.task.check(rows, source)
+    result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize)
+    print(json.dumps({"data": source, **result}))
+
+
+def predict(args: argparse.Namespace) -> None:
+    from ..predictions import write_predictions
+
+    rows, source = _rows(args)
+    if args.server:
+        predictions, labels = _predict_remote(args.server, args.prompt, rows, args.batch_size)
+    else:
+        tuned = _load(args)
+        tuned.task.check(rows, source, labelled=False)
+        predictions, labels = tuned.predict(rows, args.batch_size, args.length_normalize), tuned.task.labels
+    write_predictions(args.output, predictions, labels)
+    print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
+
+
+def _predict_remote(url: str, task: str, rows: list[dict], batch_size: int) -> tuple[list[dict], list[str]]:
+    """The same predictions, computed by a `softprompt serve` server (PROMPT is then the task's name)."""
+    from ..client import Client
+
+    client = Client(url)
+    labels = next((t["labels"] for t in client.tasks() if t["name"] == task), None)
+    if labels is None:
+        raise SoftpromptError(f"{url}: no task {task!r}")
+    predictions = []
+    for start in range(0, len(rows), batch_size):
+        reply = client.classify(task, rows[start : start + batch_size], return_scores=True)
+        predictions += [{"label": label, "scores": scores} for label, scores in zip(reply["labels"], reply["scores"])]
+    return predictions, labels
+
+
+def ensemble(args: argparse.Namespace) -> None:
+    from ..ensemble import evaluate_ensemble
+    from ..tuned import TunedPrompt
+
+    first = TunedPrompt.from_pretrained(args.prompts[0], dtype=args.dtype, model=args.model)
+    base = (first.lm.base, first.tokenizer)
+    members = [first] + [TunedPrompt.from_pretrained(folder, base=base) for folder in args.prompts[1:]]
+    rows, source = _rows(args)
+    first.task.check(rows, source)
+    print(json.dumps({"data": source, **evaluate_ensemble(members, rows, args.batch_size, args.mode)}))
+
+
+def _numbers(text: str, option: str) -> list[int]:
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise SoftpromptError(f"{option}: expected comma-separated integers, got {text!r}") from None
+
+
+def sweep(args: argparse.Namespace) -> None:
+    from ..sweep import plot_sweep, read_csv, run_sweep
+    from ..tasks import load_named, read_rows
+
+    if args.plot:
+        plot_sweep(read_csv(Path(args.plot)), Path(args.plot).with_suffix(".png"))
+        return
+    config = _train_config(args)
+    if args.test:
+        test_rows = read_rows(args.test)
+    elif config.task:
+        test_rows = load_named(config.task, args.test_split, Path(config.data_dir) if config.data_dir else None)[1]
+    else:
+        raise SoftpromptError("sweep needs --test FILE (or --task with a --test-split)")
+    test_rows = test_rows[: args.test_limit] if args.test_limit else test_rows
+    lengths, seeds = _numbers(args.lengths, "--lengths"), _numbers(args.seeds, "--seeds")
+    inits = [item.strip() for item in args.inits.split(",") if item.strip()]
+    results = run_sweep(config, lengths, inits, seeds, test_rows, Path(config.output))
+    for row in results:
+        print(json.dumps(row))
+
+
+def transfer(args: argparse.Namespace) -> None:
+    from ..tasks import parse_mapping, read_rows, rename_columns
+    from ..train import fit
+
+    config = _train_config(args)
+    mapping = parse_mapping(args.target_map, "target_map")
+    target = rename_columns(read_rows(args.target), mapping, args.target)
+    target = target[: args.target_limit] if args.target_limit else target
+    tuned = fit(config, overwrite=args.overwrite)
+    tuned.task.check(target, args.target)
+    result = tuned.evaluate(target, config.eval_batch_size)
+    print(json.dumps({"source": config.task or config.train, "target": args.target, **result}))
+
+
+def inspect(args: argparse.Namespace) -> None:
+    from ..inspect import as_text, heat_map, nearest_tokens
+    from ..tuned import TunedPrompt
+
+    if args.k < 1:
+        raise SoftpromptError("--k must be at least 1")
+    report = nearest_tokens(TunedPrompt.from_pretrained(args.prompt, model=args.model), args.k)
+    print(json.dumps(report) if args.json else as_text(report))
+    if args.png:
+        heat_map(report, Path(args.png))
+
+
+def serve(args: argparse.Namespace) -> None:
+    from ..serve.app import Limits
+    from ..serve.server import serve
+
+    limits = Limits(
+        max_items=args.max_items,
+        max_input_tokens=args.max_input_tokens,
+        max_new_tokens=args.max_new_tokens,
+        max_body_bytes=args.max_body_bytes,
+    )
+    serve(
+        args.host,
+        args.port,
+        model=args.model,
+        prompts=args.prompts,
+        dtype=args.dtype,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        batching=args.batching,
+        limits=limits,
+        admin_token_file=args.admin_token_file,
+    )
+
+
+COMMANDS = {
+    "train": train,
+    "eval": evaluate,
+    "predict": predict,
+    "serve": serve,
+    "ensemble": ensemble,
+    "inspect": inspect,
+    "sweep": sweep,
+    "transfer": transfer,
+}

@@ -1,0 +1,159 @@
+"""The argparse parser. `train`, `sweep` and `transfer` take every TrainConfig field as a flag, with the help
+text and default the field carries; `eval`, `predict` and `ensemble` share the options of applying prompts."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from ..train_config import TrainConfig
+
+
+def flag(name: str) -> str:
+    """A parameter's flag: `init_text` -> `--init-text`."""
+    return "--" + name.replace("_", "-")
+
+
+def _value_type(hint: object) -> type:
+    """int for `int`, str for `str | None`: what argparse converts a flag's text to."""
+    return next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as a flag (defaults left None, so a TOML file can fill what flags don't)."""
+    parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        help = field.metadata["help"]
+        kind = _value_type(hints[field.name])
+        if kind is bool:
+            parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=None, help=help)
+        else:
+            parser.add_argument(flag(field.name), type=kind, default=None, help=f"{help} (default: {field.default})")
+
+
+def add_prompt_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """The prompt folder(s) to apply, the rows to apply them to, and the base model to run them on."""
+    if several:
+        parser.add_argument("prompts", nargs="+", help="two or more prompt folders of the same task")
+    else:
+        parser.add_argument("prompt", help="prompt folder written by `softprompt train` (or PEFT with softprompt.json)")
+    parser.add_argument("--data", help="labelled file to read (.csv, .tsv, .jsonl, hf:...)")
+    parser.add_argument("--task", help="read a shipped task's split instead of --data")
+    parser.add_argument("--split", default="test", help="split of --task (default: test)")
+    parser.add_argument("--data-dir", help="folder holding the shipped tasks' files")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N rows")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows x members per forward" if several else None)
+    whose = "prompts were" if several else "prompt was"
+    parser.add_argument("--model", help=f"base model (default: the one the {whose} trained on)")
+    parser.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    if not several:
+        parser.add_argument("--length-normalize", action="store_true", help="rank labels by mean, not summed, log-prob")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="softprompt",
+        description="Prompt tuning for frozen language models: train, evaluate and apply soft prompts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a soft prompt", description="Train a soft prompt on a frozen model.")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
+    add_config_options(train)
+    evaluate = sub.add_parser("eval", help="held-out metrics as one JSON line", description="Evaluate a prompt.")
+    add_prompt_options(evaluate)
+    evaluate.add_argument(
+        "--method",
+        choices=("rank", "generate"),
+        default="rank",
+        help="rank labels by log-likelihood, or generate and match the label word",
+    )
+    predict = sub.add_parser("predict", help="write predictions to CSV or JSONL", description="Predict labels.")
+    add_prompt_options(predict)
+    predict.add_argument("--output", required=True, help="predictions file (.csv or .jsonl)")
+    predict.add_argument("--server", metavar="URL", help="ask a `softprompt serve` server; PROMPT is its task name")
+    _serve_parser(sub)
+    _toolbox_parsers(sub)
+    return parser
+
+
+def _serve_parser(sub) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve many prompts over HTTP",
+        description="Serve prompts over HTTP: one "
+        "frozen model, every prompt folder under --prompts, mixed-task batches.",
+    )
+    serve.add_argument("--model", default="smollm2-135m", help="base model (default: smollm2-135m)")
+    serve.add_argument("--prompts", required=True, help="folder of prompt folders; each folder's name is a task")
+    serve.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, default=32, help="rows per model forward")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    serve.add_argument("--max-queue", type=int, default=1024, help="waiting requests before 503")
+    serve.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="merge concurrent requests into one forward",
+    )
+    serve.add_argument("--max-items", type=int, default=64, help="inputs per request")
+    serve.add_argument("--max-input-tokens", type=int, default=512, help="tokens per input")
+    serve.add_argument("--max-new-tokens", type=int, default=256, help="largest max_tokens for completions")
+    serve.add_argument("--max-body-bytes", type=int, default=2**20, help="largest request body")
+    serve.add_argument("--admin-token-file", help="enables PUT/DELETE /v1/tasks/NAME with this bearer token")
+
+
+def _toolbox_parsers(sub) -> None:
+    """The paper's toolbox: ensembles, nearest-token inspection, length/init sweeps, zero-shot transfer."""
+    ensemble = sub.add_parser(
+        "ensemble",
+        help="several prompts for one task, in one forward",
+        description="Evaluate K prompts of one task together (one batched forward).",
+    )
+    add_prompt_options(ensemble, several=True)
+    ensemble.add_argument(
+        "--mode", choices=("vote", "mean"), default="vote", help="majority vote, or the highest mean probability"
+    )
+    inspect = sub.add_parser(
+        "inspect",
+        help="nearest vocabulary tokens of each prompt vector",
+        description="Show the tokens nearest (cosine) to each prompt position.",
+    )
+    inspect.add_argument("prompt", help="prompt folder")
+    inspect.add_argument("--k", type=int, default=5, help="neighbours per position")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.add_argument("--png", help="also draw a heat map to this PNG")
+    inspect.add_argument("--model", help="base model (default: the one the prompt was trained on)")
+    sweep = sub.add_parser(
+        "sweep",
+        help="grid over prompt length, init and seed -> CSV + PNG",
+        description="Train one prompt per (length, init, seed), evaluate each on held-out rows, "
+        "write OUTPUT/sweep.csv and OUTPUT/sweep.png (score vs length, one line per init).",
+    )
+    sweep.add_argument("--lengths", default="1,5,20,100", help="comma-separated prompt lengths")
+    sweep.add_argument("--inits", default="random-uniform,sampled-vocab,class-label", help="comma-separated inits")
+    sweep.add_argument("--seeds", default="0", help="comma-separated seeds")
+    sweep.add_argument("--test", help="labelled file for the held-out score (default: --task's --test-split)")
+    sweep.add_argument("--test-split", default="test", help="split of --task used for the held-out score")
+    sweep.add_argument("--test-limit", type=int, default=0, help="score on the first N held-out rows only")
+    sweep.add_argument("--plot", metavar="CSV", help="only redraw the PNG beside an existing sweep.csv")
+    add_config_options(sweep)
+    transfer = sub.add_parser(
+        "transfer",
+        help="train on one task, evaluate zero-shot on another",
+        description="Train a prompt on one data set, then evaluate it zero-shot on another "
+        "whose columns are mapped onto the training fields (e.g. QQP -> MRPC).",
+    )
+    transfer.add_argument("--target", required=True, help="labelled file of the target task")
+    transfer.add_argument(
+        "--target-map",
+        required=True,
+        help='training field=target column pairs, e.g. "question1=#1 String,question2=#2 String,is_duplicate=Quality"',
+    )
+    transfer.add_argument("--target-limit", type=int, default=0, help="evaluate on the first N target rows only")
+    transfer.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
+    add_config_options(transfer)

@@ -1,4 +1,5 @@
-"""Readers, templates, verbalizers, dev splits and the Encoder: no model runs here, only the tokenizer."""
+"""Readers, templates, verbalizers, dev splits and the Encoder: no model is loaded here, only the default
+model's tokenizer."""
 
 from __future__ import annotations
 
@@ -323,8 +324,13 @@ def test_split_dev_bad_fraction(fraction):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny):
-    return tiny[1]
+def tokenizer():
+    """SmolLM2's tokenizer, read from the converted model's folder (a fresh machine converts the GGUF once)."""
+    from transformers import AutoTokenizer
+
+    from softprompt.models import resolve
+
+    return AutoTokenizer.from_pretrained(resolve("smollm2-135m"))
 
 
 def token_ids(tokenizer, text: str) -> list[int]:

@@ -1,6 +1,6 @@
 """Held-out classification throughput: our rank classification against PEFT's generate-then-match, one run.
 
-    python bench/classify.py [--prompt runs/demo] [--limit 1000] [--batch-size 32] [--dtype float32]
+    python bench/classify.py [--prompt runs/demo] [--limit 1000] [--batch-size 32] [--dtype auto]
                              [--peft-dtype DTYPE]   (default: --dtype; PEFT's generation is fastest in float32)
 
 The same trained prompt folder (PEFT loads ours as is), the same 1,000 RAFT twitter_complaints test rows and
@@ -30,8 +30,9 @@ from anchor import peft_base  # noqa: E402
 
 from softprompt.batching import chunks, pad_left  # noqa: E402
 from softprompt.evaluate import classification_metrics, label_scores  # noqa: E402
-from softprompt.lm import PromptedLM  # noqa: E402
+from softprompt.hardware import describe, resolve_dtype  # noqa: E402
 from softprompt.models import load_base  # noqa: E402
+from softprompt.prompted import ScoringMode  # noqa: E402
 from softprompt.tasks import load_named  # noqa: E402
 from softprompt.tuned import TunedPrompt  # noqa: E402
 
@@ -41,9 +42,11 @@ def main() -> None:
     parser.add_argument("--prompt", default=str(ROOT / "runs" / "demo"))
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16")
     parser.add_argument("--peft-dtype", help="the base dtype of PEFT's side (default: --dtype)")
     args = parser.parse_args()
+    args.dtype = resolve_dtype(args.dtype)
+    print(json.dumps({"machine": describe(), "dtype": args.dtype}), flush=True)
     if not Path(args.prompt, "adapter_model.safetensors").is_file():
         sys.exit(f"{args.prompt}: no trained prompt (run `make demo` first, or pass --prompt)")
     base = load_base("smollm2-135m", args.dtype)
@@ -64,15 +67,15 @@ def main() -> None:
     }
     print(json.dumps(ours), flush=True)
 
-    # The same packed scoring with no prompt cache (the prompt recomputed in every forward), then the plain
+    # The same packed scoring with no prompt cache (the prompt recomputed in every forward), then the reference
     # path (the prompt concatenated in front of one padded sequence per label, as PEFT's model runs it).
-    nocache = PromptedLM(tuned.lm.base, tuned.lm.prompt, prompt_in_forward=True)
-    nocache.fixed_prefix = tuned.lm.fixed_prefix
-    plain = PromptedLM(tuned.lm.base, tuned.lm.prompt, share_prompt_cache=False)
     same = {}
-    for side, lm in (("softprompt-packed-nocache", nocache), ("softprompt-uncached", plain)):
+    for side, mode in (
+        ("softprompt-packed-nocache", ScoringMode.PACKED_INLINE),
+        ("softprompt-uncached", ScoringMode.REFERENCE),
+    ):
         start = time.perf_counter()
-        other, _ = label_scores(lm, tuned.encoder, rows, args.batch_size)
+        other, _ = label_scores(tuned.lm, tuned.encoder, rows, args.batch_size, mode)
         seconds = time.perf_counter() - start
         differing = sum(a != b for a, b in zip(other.argmax(1).tolist(), predicted))
         same[side] = differing == 0
@@ -91,7 +94,7 @@ def main() -> None:
 
     from peft import PeftModel
 
-    peft_dtype = args.peft_dtype or args.dtype
+    peft_dtype = resolve_dtype(args.peft_dtype or args.dtype)
     model, tokenizer = peft_base("smollm2-135m", peft_dtype)
     peft = PeftModel.from_pretrained(model, args.prompt)
     words = [w.lower() for w in tuned.task.label_words]
@@ -119,6 +122,8 @@ def main() -> None:
         json.dumps(
             {
                 "ratio": "ours/peft",
+                "dtypes": f"{args.dtype}/{peft_dtype}",
+                "cpu_capability": describe()["cpu_capability"],
                 "throughput": ours["examples_per_s"] / theirs["examples_per_s"],
                 "nocache_same_predictions": same["softprompt-packed-nocache"],
                 "uncached_same_predictions": same["softprompt-uncached"],

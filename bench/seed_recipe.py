@@ -33,6 +33,7 @@ from fixed_padding import fixed_padding  # noqa: E402
 
 from softprompt.batching import Encoder, chunks, pad_left, target_batch  # noqa: E402
 from softprompt.evaluate import classification_metrics  # noqa: E402
+from softprompt.hardware import describe, resolve_dtype  # noqa: E402
 from softprompt.models import load_base  # noqa: E402
 from softprompt.tasks import load_named, split_dev  # noqa: E402
 from softprompt.train import TrainConfig, fit  # noqa: E402
@@ -176,15 +177,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--sides", default="ours,peft")
-    parser.add_argument("--dtypes", default="float32", help="our side's base dtypes, e.g. float32,bfloat16")
+    parser.add_argument("--dtypes", default="float32", help="our side's base dtypes, e.g. float32,bfloat16,auto")
     args = parser.parse_args()
+    print(json.dumps({"machine": describe()}), flush=True)
     torch.manual_seed(SEED)
     task, rows, _ = load_named(TASK, "train")
     train_rows, dev_rows = split_dev(rows, 0.2, SEED, task.label_field)
     test_rows = load_named(TASK, "test")[1][: args.limit]
     results = {}
     if "ours" in args.sides:
-        for dtype in args.dtypes.split(","):
+        for dtype in map(resolve_dtype, args.dtypes.split(",")):
             results[dtype] = ours(args, dtype, test_rows)
             print(json.dumps(results[dtype]), flush=True)
     if "peft" in args.sides:

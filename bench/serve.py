@@ -30,7 +30,6 @@ DATA = Path(os.environ.get("SOFTPROMPT_DATA") or ROOT.parent / "shared" / "data"
 
 from anchor import peft_base  # noqa: E402
 
-from softprompt.lm import PromptedLM  # noqa: E402
 from softprompt.models import load_base  # noqa: E402
 from softprompt.prompt import init_prompt  # noqa: E402
 from softprompt.tasks import Task, read_rows  # noqa: E402
@@ -54,9 +53,7 @@ def write_prompts(root: Path, base, copies: int = 1) -> None:
             prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "class-label",
                                  label_words=task.label_words, seed=seed + 10 * copy)  # fmt: skip
             folder = root / (name if copy == 0 else f"{name}-{copy}")
-            TunedPrompt(PromptedLM(model, prompt), tokenizer, task, meta={"init": "class-label"}).save_pretrained(
-                folder
-            )
+            TunedPrompt.build(model, tokenizer, prompt, task, meta={"init": "class-label"}).save_pretrained(folder)
 
 
 def workload(count: int) -> list[tuple[str, dict]]:

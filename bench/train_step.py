@@ -45,11 +45,13 @@ def batches(tokenizer, args) -> list[tuple[torch.Tensor, torch.Tensor, torch.Ten
 def run_side(args) -> dict:
     from anchor import peft_base
 
-    from softprompt.lm import PromptedLM
+    from softprompt.causal import PromptedCausalLM
+    from softprompt.hardware import describe
     from softprompt.models import load_base
     from softprompt.prompt import init_prompt
 
     model, tokenizer = (load_base if args.side == "ours" else peft_base)(args.model, args.dtype)
+    args.dtype = str(model.dtype).removeprefix("torch.")
     data = batches(tokenizer, args)
     init_text = "Classify if the tweet is a complaint or not:"
     loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -57,7 +59,7 @@ def run_side(args) -> dict:
         prompt = init_prompt(
             args.num_virtual_tokens, model.get_input_embeddings(), tokenizer, "text", init_text=init_text
         )
-        lm = PromptedLM(model, prompt)
+        lm = PromptedCausalLM(model, prompt)
         params = [prompt.embedding]
 
         def step(ids, mask, labels, lengths):
@@ -91,6 +93,7 @@ def run_side(args) -> dict:
         "side": args.side,
         "model": args.model,
         "dtype": args.dtype,
+        "machine": describe(),
         "num_virtual_tokens": args.num_virtual_tokens,
         "batch_size": args.batch_size,
         "length": args.length,
@@ -110,7 +113,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16 (both sides)")
     parser.add_argument("--side", choices=("ours", "peft"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -127,6 +130,8 @@ def main() -> None:
         json.dumps(
             {
                 "ratio": "ours/peft",
+                "dtype": ours["dtype"],
+                "cpu_capability": ours["machine"]["cpu_capability"],
                 "num_virtual_tokens": args.num_virtual_tokens,
                 "step_time": ours["step_s_median"] / peft["step_s_median"],
                 "peak_rss": ours["peak_rss_mb"] / peft["peak_rss_mb"],

@@ -1,7 +1,9 @@
-"""Prompt ensembling (Lester et al. §6): K prompts for one task over one frozen model, answered in one forward.
+"""Prompt ensembling (Lester et al. §6): K prompts for one task over one frozen model, answered together.
 
-Every input row is repeated once per member, each copy carrying that member's prompt keys/values (the same
-mixed-prompt cache that serves many tasks at once), so K prompts cost one batched pass, not K passes.
+Every input row is repeated once per member, each copy under that member's prompt, and all copies go to the
+model as one mixed-prompt batch (as the server's requests of many tasks do): on a decoder-only model they
+share packed forwards, each copy reading its member's cached prompt keys/values, so K prompts cost one
+batched pass, not K passes; an encoder-decoder runs the members one after another.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .batch_map import BatchMap
 from .errors import SoftpromptError
 from .evaluate import classification_metrics
 from .tasks import Row
@@ -35,11 +38,10 @@ def member_scores(members: Sequence[TunedPrompt], rows: Sequence[Row], batch_siz
     check_members(members)
     first = members[0]
     inputs = [first.encoder.input_ids(row) for row in rows]
-    k, n = len(members), len(rows)
-    scores = first.lm.score_rows(
-        inputs * k, [first.encoder.label_ids] * (k * n), batch_size, [member.lm for member in members for _ in rows]
-    )
-    return torch.stack(scores).view(k, n, -1)
+    batch = BatchMap.of([inputs] * len(members), [member.lm for member in members])
+    labels = [first.encoder.label_ids] * len(batch.items)
+    scores = first.lm.score_rows(batch.items, labels, batch.item_prompts(), batch_size=batch_size)
+    return torch.stack([torch.stack(part) for part in batch.split(scores)])
 
 
 def combine(scores: torch.Tensor, mode: str = "vote") -> list[int]:

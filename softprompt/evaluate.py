@@ -9,17 +9,18 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .batching import Encoder, in_length_order
-from .lm import PromptedLM
+from .prompted import PromptedModel, ScoringMode
 from .tasks import Row
 
 
 @torch.no_grad()
 def label_scores(
-    lm: PromptedLM, encoder: Encoder, rows: Sequence[Row], batch_size: int = 32
+    lm: PromptedModel, encoder: Encoder, rows: Sequence[Row], batch_size: int = 32, mode: ScoringMode | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log-probabilities of each label's tokens (word + EOS) after each row: ([N, L], lengths [L])."""
     labels = encoder.label_ids
-    scores = lm.score_rows([encoder.input_ids(row) for row in rows], [labels] * len(rows), batch_size)
+    inputs = [encoder.input_ids(row) for row in rows]
+    scores = lm.score_rows(inputs, [labels] * len(rows), batch_size=batch_size, mode=mode)
     return torch.stack(scores), torch.tensor([len(t) for t in labels], dtype=torch.float32)
 
 
@@ -31,7 +32,7 @@ def by_length(encoder: Encoder, rows: Sequence[Row], batch_size: int, run: Calla
 
 @torch.no_grad()
 def generate_labels(
-    lm: PromptedLM, encoder: Encoder, rows: Sequence[Row], batch_size: int = 32, max_new_tokens: int = 8
+    lm: PromptedModel, encoder: Encoder, rows: Sequence[Row], batch_size: int = 32, max_new_tokens: int = 8
 ) -> list[int]:
     """Generate after each row and match the text to a label word; -1 when nothing matches."""
     tokenizer = encoder.tokenizer
@@ -63,18 +64,19 @@ def classification_metrics(predicted: Sequence[int], gold: Sequence[int], n_labe
 
 
 def evaluate(
-    lm: PromptedLM,
+    lm: PromptedModel,
     encoder: Encoder,
     rows: Sequence[Row],
     batch_size: int = 32,
     method: str = "rank",
     length_normalize: bool = False,
+    mode: ScoringMode | None = None,
 ) -> dict[str, float]:
     """Held-out metrics for labelled rows: n, loss, perplexity, accuracy, macro_f1, examples_per_s."""
     task = encoder.task
     gold = [task.label_index(row) for row in rows]
     start = time.perf_counter()
-    scores, lengths = label_scores(lm, encoder, rows, batch_size)
+    scores, lengths = label_scores(lm, encoder, rows, batch_size, mode)
     result: dict[str, float] = {"n": len(rows)}
     gold_t = torch.tensor(gold)
     loss = float(-scores[torch.arange(len(rows)), gold_t].sum() / lengths[gold_t].sum())

@@ -49,19 +49,19 @@ def auto_dtype_reason() -> tuple[str, str]:
     return "float32", f"CPU {cpu_capability()} without native bfloat16 instructions"
 
 
-@functools.cache
-def _announced_auto_dtype() -> str:
-    """The `auto` choice, printed once per process so logs say which dtype a run really used."""
-    dtype, why = auto_dtype_reason()
-    print(f"softprompt: dtype auto -> {dtype} ({why})", file=sys.stderr, flush=True)
-    return dtype
-
-
 def resolve_dtype(name: str) -> str:
     """A concrete dtype name for `name` (float32, bfloat16, or auto)."""
     if name not in DTYPE_CHOICES:
         raise SoftpromptError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {name!r}")
-    return _announced_auto_dtype() if name == "auto" else name
+    return auto_dtype_reason()[0] if name == "auto" else name
+
+
+@functools.cache
+def announce_auto_dtype() -> None:
+    """Print what `auto` picks here and why, once per process, so a training or serving log says which dtype
+    the run really used (one-shot commands such as `eval` keep their one line of output)."""
+    dtype, why = auto_dtype_reason()
+    print(f"softprompt: dtype auto -> {dtype} ({why})", file=sys.stderr, flush=True)
 
 
 def describe() -> dict[str, object]:

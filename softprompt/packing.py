@@ -7,8 +7,9 @@ the earlier tokens of the same continuation; position ids restart for each row. 
 scores as it would alone, while the matrix multiplies see one large batch with no padding, and the
 continuations need no second pass and no copy of the cache. A template head that all of a prompt's rows
 start with joins that prompt's cache, so it runs once per call instead of once per row. In training (one
-prompt, with gradients), and for a prompt set to `prompt_in_forward`, the prompt and head run at the front of
-every pack instead of as a cache.
+prompt, with gradients), and where asked (`inline`, the packed-inline scoring mode), the prompt and head run
+at the front of every pack instead of as a cache. Packing needs only prompt_cache.PromptSource of a prompted
+model.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-if TYPE_CHECKING:
-    from .lm import KV, PromptedLM
+from .batch_map import BatchMap
+from .prompt_cache import KV, PromptSource
 
 # Decoder-only families whose attention takes a custom 4D mask and whose positions come from position ids
 # alone (ALiBi models such as BLOOM derive positions from the 2D mask, so they keep the padded path).
@@ -87,25 +87,25 @@ def build_packs(
 
 
 def packed_scores(
-    lms: Sequence[PromptedLM],
+    lms: Sequence[PromptSource],
     rows: Sequence[list[int]],
     continuations: Sequence[Sequence[list[int]]],
     rows_per_forward: int | None = None,
     pack_tokens: int | None = None,
+    inline: bool = False,
 ) -> list[torch.Tensor]:
     """Summed log-probabilities of each row's continuations, row i under `lms[i]`'s prompt (one base model).
 
     All rows are packed together (so short rows fill the gaps long ones leave), then run about
-    `rows_per_forward` rows' worth of packs per forward (default: all in one)."""
-    unique = list({id(lm): lm for lm in lms}.values())
-    owner_of = {id(lm): i for i, lm in enumerate(unique)}
-    owners = [owner_of[id(lm)] for lm in lms]
-    heads = [_shared_head(lm, [row for row, o in zip(rows, owners) if o == i]) for i, lm in enumerate(unique)]
+    `rows_per_forward` rows' worth of packs per forward (default: all in one). `inline` runs a single
+    prompt at the front of every pack instead of from its cached keys/values."""
+    batch = BatchMap.per_item(rows, lms)
+    unique, owners = batch.prompts, batch.prompt_of
+    heads = [_shared_head(lm, [rows[i] for i in batch.items_of(o)]) for o, lm in enumerate(unique)]
     training = torch.is_grad_enabled() and unique[0].prompt.embedding.requires_grad
-    if len(unique) == 1 and (training or unique[0].prompt_in_forward):
+    if len(unique) == 1 and (training or inline):
         # Training one prompt: a separate batch-1 pass for its keys/values (and its backward) costs more in
         # per-operator overhead than running its few tokens again in front of each of the step's few packs.
-        # `prompt_in_forward` asks for the same where a cache of this prompt would not be reused (lm.py).
         slots: KV | torch.Tensor = unique[0].prompt_embeds_with(heads[0])
     else:
         slots = [lm.prompt_kv(head) for lm, head in zip(unique, heads)]
@@ -115,27 +115,27 @@ def packed_scores(
     rows = [row[len(heads[o]) :] for row, o in zip(rows, owners)]
     packs = build_packs(rows, continuations, [n_slots[o] for o in owners], pack_tokens or PACK_TOKENS)
     per_forward = len(packs) if not rows_per_forward else max(1, round(len(packs) * rows_per_forward / len(rows)))
-    counts = [len(conts) for conts in continuations]
-    starts = [0, *itertools.accumulate(counts)]
+    conts = BatchMap.of(continuations)
+    starts = [0, *itertools.accumulate(conts.sizes)]
     parts = []
     for group in (packs[i : i + per_forward] for i in range(0, len(packs), per_forward)):
         picked, targets = _forward(unique[0], slots, slot_owner, row_owner, group)
         parts.append((picked, [starts[r] + k for *_, r, k in targets]))
     picked = torch.cat([p for p, _ in parts])
     flat = torch.tensor([i for _, indices in parts for i in indices], device=picked.device)
-    totals = torch.zeros(sum(counts), dtype=picked.dtype, device=picked.device).index_add(0, flat, picked)
-    return list(totals.split(counts))
+    totals = torch.zeros(len(conts.items), dtype=picked.dtype, device=picked.device).index_add(0, flat, picked)
+    return conts.split(totals)
 
 
-def _shared_head(lm: PromptedLM, rows: Sequence[list[int]]) -> list[int]:
-    """`lm.fixed_prefix` where every one of its rows starts with it and goes on after it, else nothing:
-    those tokens then go with the prompt, computed once per call (or per pack in training), not once per row."""
-    head = lm.fixed_prefix
+def _shared_head(lm: PromptSource, rows: Sequence[list[int]]) -> list[int]:
+    """`lm.head` where every one of its rows starts with it and goes on after it, else nothing: those
+    tokens then go with the prompt, computed once per call (or per pack in training), not once per row."""
+    head = lm.head
     n = len(head)
     return head if n and all(len(row) > n and row[:n] == head for row in rows) else []
 
 
-def _forward(first: PromptedLM, slots, slot_owner: torch.Tensor, row_owner: torch.Tensor, packs: list[Pack]):
+def _forward(first: PromptSource, slots, slot_owner: torch.Tensor, row_owner: torch.Tensor, packs: list[Pack]):
     """One forward over `packs` (a batch row each): the log-probability of every target, and the targets.
 
     `slots` are the prompts' keys/values per layer, handed to every pack as a cache, or one prompt's input

@@ -1,8 +1,9 @@
-"""Seq2SeqPromptedLM: soft prompts for encoder-decoder models (T5 family), as the paper trains them.
+"""PromptedSeq2SeqLM: soft prompts for encoder-decoder models (T5 family), as the paper trains them.
 
-The prompt goes in front of the encoder input. The encoder sees it bidirectionally, so its states depend
-on the input and there is no prompt cache to share: embeddings are concatenated, as PEFT does. The label is
-the decoder's target. The methods mirror PromptedLM's, so training, evaluation and prediction use either.
+The prompt goes in front of the encoder input. The encoder sees it bidirectionally, so its states depend on
+the input and there is no prompt cache to share: embeddings are concatenated, as PEFT does, whatever the
+scoring mode, and a batch of several prompts runs one prompt after another (prompted.py). The label is the
+decoder's target.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .batch_map import BatchMap
 from .batching import pad_left, pad_right
-from .lm import PromptedModel, _pick, _until_eos
+from .decoding import decode
+from .prompted import PromptedModel, ScoringMode
 
 
-class Seq2SeqPromptedLM(PromptedModel):
-    share_prompt_cache = False  # nothing to share: the prompt's encoder states depend on the input
-
+class PromptedSeq2SeqLM(PromptedModel):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states of [prompt; input] and their attention mask.
 
@@ -50,10 +51,10 @@ class Seq2SeqPromptedLM(PromptedModel):
         return picked * target_mask, target_mask.bool()
 
     def target_logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_lengths: torch.Tensor, mode=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """PromptedLM's interface: rows are input + target, left-padded; the last target_lengths[i] tokens
-        become row i's decoder target, the rest its encoder input."""
+        """Rows are input + target, left-padded; the last target_lengths[i] tokens become row i's decoder
+        target, the rest its encoder input."""
         lengths = attention_mask.sum(1).tolist()
         rows = [ids[len(ids) - n :] for ids, n in zip(input_ids.tolist(), lengths)]
         cuts = [len(row) - int(t) for row, t in zip(rows, target_lengths)]
@@ -62,49 +63,29 @@ class Seq2SeqPromptedLM(PromptedModel):
         return self.decode_logprobs(states, full_mask, [row[cut:] for row, cut in zip(rows, cuts)])
 
     def continuation_logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuations, cache=None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuations, mode=None
     ) -> list[torch.Tensor]:
         """Each row's continuations scored as decoder targets; the encoder runs once per row."""
-        if cache is not None:
-            raise ValueError("mixed-prompt batches are for decoder-only models")
         states, mask = self.encode(input_ids, attention_mask)
-        owners = torch.tensor([row for row, conts in enumerate(continuations) for _ in conts])
-        flat = [cont for conts in continuations for cont in conts]
-        logprobs, _ = self.decode_logprobs(states[owners], mask[owners], flat)
-        return list(logprobs.sum(1).split([len(conts) for conts in continuations]))
+        conts = BatchMap.of(continuations)
+        owners = torch.tensor(conts.owner, dtype=torch.long)
+        logprobs, _ = self.decode_logprobs(states[owners], mask[owners], conts.items)
+        return conts.split(logprobs.sum(1))
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        max_new_tokens: int,
-        eos_token_id: int | None,
-        *,
-        use_cache: bool = True,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        cache=None,
-    ) -> list[list[int]]:
-        """Greedy or sampled decoding; with `use_cache` the decoder keeps its keys/values between steps."""
-        if cache is not None:
-            raise ValueError("mixed-prompt batches are for decoder-only models")
+    def _generate_alone(self, input_ids, attention_mask, max_new_tokens, eos_token_id, mode, sampling) -> list:
+        """The decoder keeps its keys/values between steps, except in the reference mode."""
         states, mask = self.encode(input_ids, attention_mask)
-        batch = input_ids.shape[0]
-        decoded = self._start(batch, input_ids.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+        use_cache = mode is not ScoringMode.REFERENCE
+        decoded = [self._start(input_ids.shape[0], input_ids.device)]
         past = None
-        for _ in range(max_new_tokens):
-            step = decoded[:, -1:] if use_cache and past is not None else decoded
-            out = self.base(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=step, cache=past,
+
+        def step(last: torch.Tensor | None) -> torch.Tensor:
+            nonlocal past
+            decoded.extend([] if last is None else [last[:, None]])
+            ids = decoded[-1] if use_cache and past is not None else torch.cat(decoded, dim=1)
+            out = self.base(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=ids, cache=past,
                             use_cache=use_cache)  # fmt: skip
             past = out.cache if use_cache else None
-            next_ids = _pick(out.logits[:, -1].float(), temperature, top_p, generator)
-            if eos_token_id is not None:
-                next_ids = torch.where(done, eos_token_id, next_ids)
-                done |= next_ids == eos_token_id
-            decoded = torch.cat([decoded, next_ids.unsqueeze(1)], dim=1)
-            if done.all():
-                break
-        return [_until_eos(row, eos_token_id) for row in decoded[:, 1:].tolist()]
+            return out.logits[:, -1].float()
+
+        return decode(step, input_ids.shape[0], max_new_tokens, eos_token_id, **sampling)

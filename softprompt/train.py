@@ -23,12 +23,13 @@ from .errors import ParameterError
 from .models import load_base
 from .plots import plot_curves
 from .prompt import init_prompt
+from .prompted import ScoringMode
 from .recipe import epoch_batches, make_optimizer
 from .run_folder import RunFolder
 from .schedule import Due, Plan, Progress, after_step
 from .tasks import Row, Task, labels_found, load_named, parse_labels, parse_mapping, read_rows, split_dev
 from .train_config import METRICS, TrainConfig
-from .tuned import TunedPrompt, prompted
+from .tuned import TunedPrompt
 
 __all__ = ["METRICS", "TrainConfig", "Trainer", "fit", "load_data", "make_tuned", "resume_config"]
 
@@ -63,6 +64,8 @@ def load_data(config: TrainConfig) -> tuple[Task, list[Row], list[Row] | None]:
 def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
     """The frozen base (loaded unless given as (model, tokenizer)) with a freshly initialised prompt, and the
     metadata the prompt folder records about how it was made."""
+    if base is None and config.dtype == "auto":
+        hardware.announce_auto_dtype()
     model, tokenizer = base or load_base(config.model, config.dtype)
     init_text = config.init_text or task.init_text
     init = config.init or ("text" if init_text else "class-label")
@@ -84,23 +87,12 @@ def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
         "base_dtype": str(model.dtype).removeprefix("torch."),  # what `auto` chose on this machine
         "hardware": hardware.describe(),
     }
-    return TunedPrompt(prompted(model, prompt), tokenizer, task, config.max_length, meta)
-
-
-# The only places where training sets the prompted model's scoring flags (to become one explicit scoring mode).
-def training_modes(tuned: TunedPrompt, config: TrainConfig, eval_rows: list[Row] | None) -> None:
-    # The prompt changes between dev evaluations, so keys/values computed apart would never be reused: a dev
-    # set that fits one forward runs the prompt inside it instead (`final_modes` turns this off again).
-    tuned.lm.prompt_in_forward = len(eval_rows or ()) <= config.eval_batch_size
     if config.gradient_checkpointing:
-        # Recompute activations in the backward pass; the prompt cache needs `use_cache`, which
-        # checkpointing turns off, so this runs the plain (concatenating) path.
-        tuned.lm.base.gradient_checkpointing_enable()
-        tuned.lm.share_prompt_cache = False
-
-
-def final_modes(tuned: TunedPrompt) -> None:
-    tuned.lm.prompt_in_forward = False  # the prompt is final: later calls reuse its cached keys/values
+        # Recompute activations in the backward pass; the prompt cache needs `use_cache`, which checkpointing
+        # turns off, so this run scores in the reference mode (the prompt concatenated in front).
+        model.gradient_checkpointing_enable()
+    mode = ScoringMode.REFERENCE if config.gradient_checkpointing else ScoringMode.PACKED
+    return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, mode)
 
 
 class Trainer:
@@ -124,6 +116,10 @@ class Trainer:
         self.plan = Plan(epoch_steps, total_steps, config.eval_every, config.save_steps)
         self.optimizer, self.scheduler = make_optimizer(config, [tuned.lm.prompt.embedding], total_steps)
         self.progress = Progress(config=dataclasses.asdict(config))
+        # The prompt changes between dev evaluations, so keys/values computed apart would never be reused: a dev
+        # set that fits one forward runs the prompt inside it instead.
+        fits = len(eval_rows or ()) <= config.eval_batch_size
+        self.eval_mode = ScoringMode.PACKED_INLINE if fits and tuned.lm.mode is ScoringMode.PACKED else None
 
     @classmethod
     def build(
@@ -132,7 +128,6 @@ class Trainer:
         """Load the data and the model (unless `base` is given) and make the prompt the config asks for."""
         task, train_rows, eval_rows = load_data(config)
         tuned = make_tuned(config, task, base)
-        training_modes(tuned, config, eval_rows)
         parallel = parallel or DataParallel()
         return cls(config, tuned, train_rows, eval_rows, folder or RunFolder(config.output, parallel.main), parallel)
 
@@ -207,7 +202,7 @@ class Trainer:
         progress, config = self.progress, self.config
         stop = False
         if self.eval_rows:
-            result = self.tuned.evaluate(self.eval_rows, config.eval_batch_size)
+            result = self.tuned.evaluate(self.eval_rows, config.eval_batch_size, mode=self.eval_mode)
             record.update(
                 eval_loss=result["loss"],
                 eval_ppl=result["perplexity"],
@@ -260,7 +255,6 @@ class Trainer:
 
     def _finish(self) -> TunedPrompt:
         """Write the final prompt (the best one with --keep-best) and the curves."""
-        final_modes(self.tuned)
         if not self.parallel.main:
             return self.tuned
         if self.config.keep_best and (self.folder.best / checkpoint.WEIGHTS).is_file():

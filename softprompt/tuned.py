@@ -12,25 +12,29 @@ import torch
 
 from . import checkpoint
 from .batching import Encoder
+from .causal import PromptedCausalLM
 from .errors import SoftpromptError
 from .evaluate import evaluate, label_scores
-from .lm import PromptedLM
 from .models import load_base
 from .prompt import SoftPrompt
-from .seq2seq import Seq2SeqPromptedLM
+from .prompted import PromptedModel, ScoringMode
+from .seq2seq import PromptedSeq2SeqLM
 from .tasks import Row, Task
 
 
-def prompted(base, prompt: SoftPrompt) -> PromptedLM | Seq2SeqPromptedLM:
-    """The prompted model for this architecture: decoder-only or encoder-decoder."""
+def prompted(
+    base, prompt: SoftPrompt, head: Sequence[int] = (), mode: ScoringMode | str = ScoringMode.PACKED
+) -> PromptedModel:
+    """The prompted model for this architecture: decoder-only or encoder-decoder (which has no use for the
+    template `head`: its encoder sees the prompt and the whole input together)."""
     if getattr(base.config, "is_encoder_decoder", False):
-        return Seq2SeqPromptedLM(base, prompt)
-    return PromptedLM(base, prompt)
+        return PromptedSeq2SeqLM(base, prompt, mode)
+    return PromptedCausalLM(base, prompt, mode, head)
 
 
 @dataclass
 class TunedPrompt:
-    lm: PromptedLM
+    lm: PromptedModel
     tokenizer: object
     task: Task
     max_length: int = 64
@@ -39,8 +43,23 @@ class TunedPrompt:
     def __post_init__(self) -> None:
         seq2seq = getattr(self.lm.base.config, "is_encoder_decoder", False)
         self.encoder = Encoder(self.task, self.tokenizer, self.max_length, input_eos=seq2seq)
-        if isinstance(self.lm, PromptedLM):
-            self.lm.fixed_prefix = self.encoder.head_ids
+
+    @classmethod
+    def build(
+        cls,
+        base,
+        tokenizer,
+        prompt: SoftPrompt,
+        task: Task,
+        max_length: int = 64,
+        meta: dict | None = None,
+        mode: ScoringMode | str = ScoringMode.PACKED,
+    ) -> TunedPrompt:
+        """A prompt for `task` on `base`, its prompted model told the task's template head, whose keys/values
+        are then computed once with the prompt's instead of once per row."""
+        seq2seq = getattr(base.config, "is_encoder_decoder", False)
+        head = Encoder(task, tokenizer, max_length, input_eos=seq2seq).head_ids
+        return cls(prompted(base, prompt, head, mode), tokenizer, task, max_length, meta or {})
 
     @classmethod
     def from_pretrained(
@@ -66,7 +85,7 @@ class TunedPrompt:
             base = load_base(ref, dtype)
         checkpoint.check_hidden_size(Path(folder), prompt, base[0].config.get_text_config().hidden_size)
         task = task or Task.from_json(meta["task"])
-        return cls(prompted(base[0], SoftPrompt(prompt)), base[1], task, meta.get("max_length", 64), meta)
+        return cls.build(base[0], base[1], SoftPrompt(prompt), task, meta.get("max_length", 64), meta)
 
     def save_pretrained(self, folder: str | os.PathLike, **extra) -> None:
         base = self.lm.base

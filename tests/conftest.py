@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random-weight Llama on the real SmolLM2 tokenizer, and the real default model."""
+"""Shared fixtures: the real default model, and tiny random-weight Llama and T5 models on its real tokenizer."""
 
 from __future__ import annotations
 
@@ -56,6 +56,29 @@ def tiny(tiny_dir):
     from softprompt.models import load_base
 
     return load_base(str(tiny_dir), "float32")
+
+
+@pytest.fixture(scope="session")
+def t5_dir(tmp_path_factory, smollm2) -> Path:
+    """A 2-layer random-weight T5 (encoder-decoder) saved as a local HF folder, with SmolLM2's tokenizer."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokenizer = smollm2[1]
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      num_heads=4, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)  # fmt: skip
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def t5(t5_dir):
+    from softprompt.models import load_base
+
+    return load_base(str(t5_dir), "float32")
 
 
 @pytest.fixture()

@@ -7,8 +7,9 @@ import torch
 from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
 from softprompt import checkpoint
-from softprompt.lm import PromptedLM
+from softprompt.causal import PromptedCausalLM
 from softprompt.prompt import SoftPrompt, init_prompt
+from softprompt.prompted import ScoringMode
 from softprompt.tasks import Task
 from softprompt.tuned import TunedPrompt
 
@@ -25,7 +26,7 @@ def inputs(smollm2):
 def _our_logits(model, prompt: torch.Tensor, ids, mask) -> torch.Tensor:
     """Our logits at the text positions. The head runs over prompt + text rows, as PEFT's does: a GEMM
     over fewer rows rounds differently in float32 (about 4e-5 on logits near 18)."""
-    lm = PromptedLM(model, SoftPrompt(prompt), share_prompt_cache=False)
+    lm = PromptedCausalLM(model, SoftPrompt(prompt), ScoringMode.REFERENCE)
     with torch.no_grad():
         hidden, _ = lm.hidden_states(ids, mask, with_prompt=True)
         return lm.logits(hidden)[:, lm.n_prompt :]
@@ -36,7 +37,7 @@ def test_peft_loads_our_folder_with_equal_logits(smollm2, inputs, tmp_path):
     prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify the tweet:")
     with torch.no_grad():
         prompt.embedding.add_(torch.randn(prompt.embedding.shape, generator=torch.Generator().manual_seed(0)) * 0.1)
-    tuned = TunedPrompt(PromptedLM(model, prompt), tokenizer, TASK, meta={"init": "text", "init_text": "x"})
+    tuned = TunedPrompt(PromptedCausalLM(model, prompt), tokenizer, TASK, meta={"init": "text", "init_text": "x"})
     tuned.save_pretrained(tmp_path)
     config = json.loads((tmp_path / checkpoint.CONFIG).read_text())
     assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == 8
@@ -167,7 +168,7 @@ def test_a_prompt_for_another_base_model_warns_offline_and_is_refused_by_the_ser
     model, tokenizer = tiny
     prompt = init_prompt(4, model.get_input_embeddings(), tokenizer, "random-uniform")
     folder = tmp_path / "prompts" / "tweets"
-    TunedPrompt(PromptedLM(model, prompt), tokenizer, TASK).save_pretrained(folder)
+    TunedPrompt(PromptedCausalLM(model, prompt), tokenizer, TASK).save_pretrained(folder)
     meta = json.loads((folder / checkpoint.META).read_text())
     meta["base_model"] = "some-other-model"
     (folder / checkpoint.META).write_text(json.dumps(meta))

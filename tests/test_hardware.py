@@ -25,7 +25,7 @@ def _cpu_flags() -> set[str]:
 
 
 def test_auto_picks_float32_on_an_avx2_cpu():
-    code = "from softprompt import hardware; print(hardware.resolve_dtype('auto'))"
+    code = "from softprompt import hardware; hardware.announce_auto_dtype(); print(hardware.resolve_dtype('auto'))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **AVX2}
     )

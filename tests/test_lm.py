@@ -1,12 +1,14 @@
-"""PromptedLM: the shared prompt cache equals plain concatenation; cached generation equals recompute."""
+"""PromptedCausalLM: the shared prompt cache equals plain concatenation (the reference mode); cached generation
+equals recompute; rows of several prompts in one batch score and generate as they do alone."""
 
 import pytest
 import torch
 from transformers import BloomConfig, BloomForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from softprompt.batching import pad_left
-from softprompt.lm import PromptedLM, mixed_prompt_cache
+from softprompt.causal import PromptedCausalLM
 from softprompt.prompt import init_prompt
+from softprompt.prompted import ScoringMode
 
 TEXTS = [
     "@united my flight was delayed three hours and nobody told us anything",
@@ -19,7 +21,7 @@ def _batch(tokenizer):
     return pad_left([tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS], tokenizer.pad_token_id)
 
 
-def _loss_and_grad(lm: PromptedLM, ids, mask, lengths):
+def _loss_and_grad(lm: PromptedCausalLM, ids, mask, lengths):
     lm.prompt.embedding.grad = None
     loss = lm.loss(ids, mask, lengths)
     loss.backward()
@@ -36,8 +38,8 @@ def test_shared_cache_matches_concatenation_real_model(smollm2, n_tokens):
 def _assert_cache_matches_concatenation(model, prompt, tokenizer, lengths) -> None:
     """Same loss (rtol 1e-5) and gradient (relative difference < 1e-4) on both paths."""
     ids, mask = _batch(tokenizer)
-    fast = _loss_and_grad(PromptedLM(model, prompt, share_prompt_cache=True), ids, mask, lengths)
-    plain = _loss_and_grad(PromptedLM(model, prompt, share_prompt_cache=False), ids, mask, lengths)
+    fast = _loss_and_grad(PromptedCausalLM(model, prompt, ScoringMode.CACHED), ids, mask, lengths)
+    plain = _loss_and_grad(PromptedCausalLM(model, prompt, ScoringMode.REFERENCE), ids, mask, lengths)
     assert torch.allclose(fast[0], plain[0], rtol=1e-5)
     assert (fast[1] - plain[1]).norm() / plain[1].norm() < 1e-4
 
@@ -45,7 +47,7 @@ def _assert_cache_matches_concatenation(model, prompt, tokenizer, lengths) -> No
 def test_left_padding_does_not_change_a_row(smollm2):
     """Pads between prompt and text are invisible: a padded row scores as it does alone."""
     model, tokenizer = smollm2
-    lm = PromptedLM(model, init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify:"))
+    lm = PromptedCausalLM(model, init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify:"))
     ids, mask = _batch(tokenizer)
     with torch.no_grad():
         batched, _ = lm.target_logprobs(ids, mask, torch.tensor([2, 2, 2]))
@@ -57,11 +59,11 @@ def test_left_padding_does_not_change_a_row(smollm2):
 
 def test_greedy_generation_cached_equals_recompute_real_model(smollm2):
     model, tokenizer = smollm2
-    lm = PromptedLM(model, init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Reply:"))
+    lm = PromptedCausalLM(model, init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Reply:"))
     ids, mask = _batch(tokenizer)
     cached = lm.generate(ids, mask, 16, tokenizer.eos_token_id)
-    recompute = PromptedLM(model, lm.prompt, share_prompt_cache=False).generate(
-        ids, mask, 16, tokenizer.eos_token_id, use_cache=False
+    recompute = PromptedCausalLM(model, lm.prompt, ScoringMode.REFERENCE).generate(
+        ids, mask, 16, tokenizer.eos_token_id, mode=ScoringMode.REFERENCE
     )
     assert cached == recompute
     assert all(len(row) > 0 for row in cached)
@@ -69,7 +71,7 @@ def test_greedy_generation_cached_equals_recompute_real_model(smollm2):
 
 def test_inference_cache_follows_prompt_changes(tiny):
     model, tokenizer = tiny
-    lm = PromptedLM(model, init_prompt(4, model.get_input_embeddings(), tokenizer, "random-uniform"))
+    lm = PromptedCausalLM(model, init_prompt(4, model.get_input_embeddings(), tokenizer, "random-uniform"))
     ids, mask = _batch(tokenizer)
     lengths = torch.tensor([2, 2, 2])
     with torch.no_grad():
@@ -77,7 +79,7 @@ def test_inference_cache_follows_prompt_changes(tiny):
         again = lm.target_logprobs(ids, mask, lengths)[0]
         lm.prompt.embedding.add_(0.5)  # an optimizer step is an in-place update like this one
         changed = lm.target_logprobs(ids, mask, lengths)[0]
-        fresh = PromptedLM(model, lm.prompt, share_prompt_cache=False).target_logprobs(ids, mask, lengths)[0]
+        fresh = PromptedCausalLM(model, lm.prompt, ScoringMode.REFERENCE).target_logprobs(ids, mask, lengths)[0]
     assert torch.equal(first, again)
     assert not torch.allclose(first, changed)
     assert torch.allclose(changed, fresh, atol=1e-5)
@@ -99,8 +101,8 @@ def test_other_architectures(smollm2, make):
     prompt = init_prompt(5, model.get_input_embeddings(), tokenizer, "random-uniform", seed=1)
     _assert_cache_matches_concatenation(model, prompt, tokenizer, torch.tensor([2, 3, 2]))
     ids, mask = _batch(tokenizer)
-    lm = PromptedLM(model, prompt)
-    assert lm.generate(ids, mask, 6, None) == lm.generate(ids, mask, 6, None, use_cache=False)
+    lm = PromptedCausalLM(model, prompt)
+    assert lm.generate(ids, mask, 6, None) == lm.generate(ids, mask, 6, None, mode=ScoringMode.REFERENCE)
 
 
 def test_label_scoring_in_one_pass_equals_full_sequences(smollm2):
@@ -113,8 +115,8 @@ def test_label_scoring_in_one_pass_equals_full_sequences(smollm2):
     ]
     ids, mask = _batch(tokenizer)
     with torch.no_grad():
-        fast = torch.stack(PromptedLM(model, prompt).continuation_logprobs(ids, mask, [labels] * 3))
-        plain = PromptedLM(model, prompt, share_prompt_cache=False).continuation_logprobs(ids, mask, [labels] * 3)
+        fast = torch.stack(PromptedCausalLM(model, prompt).continuation_logprobs(ids, mask, [labels] * 3))
+        plain = PromptedCausalLM(model, prompt, ScoringMode.REFERENCE).continuation_logprobs(ids, mask, [labels] * 3)
     assert fast.shape == (3, 3)
     assert torch.allclose(fast, torch.stack(plain), atol=1e-4)
 
@@ -124,8 +126,8 @@ def test_mixed_task_batch_equals_each_task_alone(smollm2):
     model, tokenizer = smollm2
     embeddings = model.get_input_embeddings()
     lms = [
-        PromptedLM(model, init_prompt(8, embeddings, tokenizer, "text", init_text="Is this a complaint?")),
-        PromptedLM(model, init_prompt(3, embeddings, tokenizer, "sampled-vocab", seed=5)),
+        PromptedCausalLM(model, init_prompt(8, embeddings, tokenizer, "text", init_text="Is this a complaint?")),
+        PromptedCausalLM(model, init_prompt(3, embeddings, tokenizer, "sampled-vocab", seed=5)),
     ]
     label_sets = [
         [tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for w in words]
@@ -133,13 +135,11 @@ def test_mixed_task_batch_equals_each_task_alone(smollm2):
     ]
     owners = [0, 1, 0]
     ids, mask = _batch(tokenizer)
+    rows = [ids[row, mask[row].argmax() :].tolist() for row in range(len(owners))]
+    prompts = [lms[o] for o in owners]
     with torch.no_grad():
-        mixed = lms[0].continuation_logprobs(
-            ids, mask, [label_sets[o] for o in owners], cache=mixed_prompt_cache([lms[o] for o in owners])
-        )
-        generated = lms[0].generate(
-            ids, mask, 8, tokenizer.eos_token_id, cache=mixed_prompt_cache([lms[o] for o in owners])
-        )
+        mixed = lms[0].score_rows(rows, [label_sets[o] for o in owners], prompts, mode=ScoringMode.CACHED)
+        generated = lms[0].generate(ids, mask, 8, tokenizer.eos_token_id, prompts=prompts)
         for row, owner in enumerate(owners):
             alone_ids = ids[row : row + 1, mask[row].argmax() :]
             alone = lms[owner].continuation_logprobs(alone_ids, torch.ones_like(alone_ids), [label_sets[owner]])

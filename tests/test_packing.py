@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from softprompt.batching import Encoder
-from softprompt.lm import PromptedLM, PromptedModel
+from softprompt.causal import PromptedCausalLM
 from softprompt.models import load_base
 from softprompt.packing import build_packs, packable
 from softprompt.prompt import init_prompt
+from softprompt.prompted import ScoringMode
 from softprompt.tasks import Task
 
 TEXTS = [
@@ -38,12 +39,13 @@ def test_build_packs_layout():
         build_packs([[]], [[[1]]], [0], 8)
 
 
-def _lms_and_labels(model, tokenizer):
+def _lms_and_labels(model, tokenizer, heads=((), ())):
     embeddings = model.get_input_embeddings()
     lms = [
-        PromptedLM(model, init_prompt(8, embeddings, tokenizer, "text", init_text="Is this a complaint?")),
-        PromptedLM(model, init_prompt(3, embeddings, tokenizer, "sampled-vocab", seed=5)),
-    ]
+        PromptedCausalLM(model, init_prompt(8, embeddings, tokenizer, "text", init_text="Is this a complaint?"),
+                         head=heads[0]),
+        PromptedCausalLM(model, init_prompt(3, embeddings, tokenizer, "sampled-vocab", seed=5), head=heads[1]),
+    ]  # fmt: skip
     eos = [tokenizer.eos_token_id]
     labels = [
         [tokenizer(w, add_special_tokens=False)["input_ids"] + eos for w in ("complaint", "no complaint")],
@@ -57,7 +59,7 @@ def _assert_packed_equals_alone(model, tokenizer, atol=1e-4):
     rows = [tokenizer(t)["input_ids"] for t in TEXTS] * 2
     owners = [0, 1, 1, 0, 1, 0, 0, 1]
     with torch.no_grad():
-        packed = lms[0].score_rows(rows, [labels[o] for o in owners], 8, [lms[o] for o in owners])
+        packed = lms[0].score_rows(rows, [labels[o] for o in owners], [lms[o] for o in owners], batch_size=8)
         for row, owner, scores in zip(rows, owners, packed):
             ids = torch.tensor([row])
             alone = lms[owner].continuation_logprobs(ids, torch.ones_like(ids), [labels[owner]])[0]
@@ -71,7 +73,7 @@ def test_packed_mixed_tasks_equal_each_row_alone_real_model(smollm2):
 
 def test_packed_scoring_gemma3_real_model():
     """Gemma-3 (sliding-window layers, scaled embeddings, soft-capped logits) packs too."""
-    _assert_packed_equals_alone(*load_base("gemma3-270m"))
+    _assert_packed_equals_alone(*load_base("gemma3-270m", "float32"))
 
 
 def test_unpackable_models_take_the_padded_path(smollm2):
@@ -82,19 +84,19 @@ def test_unpackable_models_take_the_padded_path(smollm2):
     bloom = BloomForCausalLM(config).eval()
     assert not packable(bloom.config)
     prompt = init_prompt(4, bloom.get_input_embeddings(), tokenizer, "sampled-vocab", seed=1)
-    lm = PromptedLM(bloom, prompt)
+    lm = PromptedCausalLM(bloom, prompt)
     rows = [tokenizer(t)["input_ids"] for t in TEXTS]
     labels = [[[5, 6], [7]]] * len(rows)
     with torch.no_grad():
         scores = lm.score_rows(rows, labels)
-        plain = PromptedLM(bloom, prompt, share_prompt_cache=False).score_rows(rows, labels)
+        plain = PromptedCausalLM(bloom, prompt, ScoringMode.REFERENCE).score_rows(rows, labels)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(scores, plain))
 
 
-def _assert_packed_training_equals_padded(lm: PromptedLM, sources, targets) -> None:
+def _assert_packed_training_equals_padded(lm: PromptedCausalLM, sources, targets) -> None:
     """The training terms (label log-likelihoods) packed give the padded path's loss and gradient."""
     results = []
-    for terms_of in (lm.target_logprob_sum, partial(PromptedModel.target_logprob_sum, lm)):  # packed, padded
+    for terms_of in (lm.target_logprob_sum, partial(lm.target_logprob_sum, mode=ScoringMode.CACHED)):  # packed, padded
         lm.prompt.embedding.grad = None
         terms = terms_of(sources, targets)
         terms.sum().backward()
@@ -108,7 +110,7 @@ def test_packed_training_loss_and_gradient_equal_padded_real_model(smollm2):
     """The training terms (label log-likelihoods) packed give the padded path's loss and gradient."""
     model, tokenizer = smollm2
     prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=3)
-    lm = PromptedLM(model, prompt)
+    lm = PromptedCausalLM(model, prompt)
     sources = [tokenizer(t)["input_ids"] for t in TEXTS]
     targets = [tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for w in
                ("complaint", "no complaint", "sports", "no")]  # fmt: skip
@@ -122,12 +124,10 @@ TEMPLATES = [
 
 
 def _templated(model, tokenizer):
-    """Two prompts whose tasks' template heads (Encoder.head_ids) are set as their fixed prefixes, as
-    TunedPrompt does, and eight rows rendered through those templates."""
-    lms, labels = _lms_and_labels(model, tokenizer)
+    """Two prompts told their tasks' template heads (Encoder.head_ids), as TunedPrompt.build does, and eight
+    rows rendered through those templates."""
     encoders = [Encoder(task, tokenizer) for task in TEMPLATES]
-    for lm, encoder in zip(lms, encoders):
-        lm.fixed_prefix = encoder.head_ids
+    lms, labels = _lms_and_labels(model, tokenizer, [encoder.head_ids for encoder in encoders])
     owners = [0, 1, 1, 0, 1, 0, 0, 1]
     rows = [encoders[o].input_ids({"text": text}) for o, text in zip(owners, TEXTS * 2)]
     return lms, labels, encoders, owners, rows
@@ -141,14 +141,14 @@ def test_template_heads_are_cached_with_the_prompt_real_model(smollm2):
     assert all(len(e.head_ids) >= 2 for e in encoders)
     assert all(row[: len(encoders[o].head_ids)] == encoders[o].head_ids for row, o in zip(rows, owners))
     with torch.no_grad():
-        packed = lms[0].score_rows(rows, [labels[o] for o in owners], 8, [lms[o] for o in owners])
-        assert set(lms[0]._kvs) == {tuple(encoders[0].head_ids)}  # the head joined the prompt's cache
+        packed = lms[0].score_rows(rows, [labels[o] for o in owners], [lms[o] for o in owners], batch_size=8)
+        assert lms[0].prompt_cache.prefixes() == {tuple(encoders[0].head_ids)}  # the head joined the prompt's cache
         for row, owner, scores in zip(rows, owners, packed):
             ids = torch.tensor([row])
             alone = lms[owner].continuation_logprobs(ids, torch.ones_like(ids), [labels[owner]])[0]
             assert torch.allclose(scores, alone, atol=1e-4), (scores, alone)
         odd = tokenizer("Sentence was: " + TEXTS[0])["input_ids"]  # owner 1's row without its head
-        mixed = lms[0].score_rows([*rows[:7], odd], [labels[o] for o in owners], 8, [lms[o] for o in owners])
+        mixed = lms[0].score_rows([*rows[:7], odd], [labels[o] for o in owners], [lms[o] for o in owners], batch_size=8)
         ids = torch.tensor([odd])
         assert torch.allclose(mixed[7], lms[1].continuation_logprobs(ids, torch.ones_like(ids), [labels[1]])[0],
                               atol=1e-4)  # fmt: skip
@@ -156,7 +156,7 @@ def test_template_heads_are_cached_with_the_prompt_real_model(smollm2):
         lms[0].prompt.embedding.add_(0.5)  # a changed prompt never reuses the cached head
         changed = lms[0].score_rows(rows[:1], [labels[0]])[0]
         ids = torch.tensor([rows[0]])
-        fresh = PromptedLM(model, lms[0].prompt, share_prompt_cache=False).continuation_logprobs(
+        fresh = PromptedCausalLM(model, lms[0].prompt, ScoringMode.REFERENCE).continuation_logprobs(
             ids, torch.ones_like(ids), [labels[0]]
         )[0]
     assert not torch.allclose(changed, packed[0], atol=1e-3)
@@ -172,23 +172,22 @@ def test_template_head_training_gradient_equals_padded_real_model(smollm2):
     _assert_packed_training_equals_padded(lm, sources, targets)
 
 
-def test_prompt_in_forward_gives_the_cached_scores_real_model(smollm2):
-    """With `prompt_in_forward`, packed scoring runs the prompt (and template head) at the front of every
+def test_packed_inline_gives_the_cached_scores_real_model(smollm2):
+    """In the packed-inline mode, packed scoring runs the prompt (and template head) at the front of every
     forward and never computes its keys/values apart; the scores are those of the cached path."""
     model, tokenizer = smollm2
     lms, labels, encoders, owners, rows = _templated(model, tokenizer)
     mine = [row for row, o in zip(rows, owners) if o == 0] * 4  # 16 rows: several packs and forwards
     conts = [labels[0]] * len(mine)
-    fresh = PromptedLM(model, lms[0].prompt, prompt_in_forward=True)
-    fresh.fixed_prefix = encoders[0].head_ids
+    fresh = PromptedCausalLM(model, lms[0].prompt, ScoringMode.PACKED_INLINE, head=encoders[0].head_ids)
 
     def no_separate_pass(prefix=()):
         raise AssertionError("prompt_kv called")
 
     with torch.no_grad():
-        cached = torch.stack(lms[0].score_rows(mine, conts, 8))
-        assert set(lms[0]._kvs) == {tuple(encoders[0].head_ids)}
+        cached = torch.stack(lms[0].score_rows(mine, conts, batch_size=8))
+        assert lms[0].prompt_cache.prefixes() == {tuple(encoders[0].head_ids)}
         fresh.prompt_kv = no_separate_pass
-        inline = torch.stack(fresh.score_rows(mine, conts, 8))
+        inline = torch.stack(fresh.score_rows(mine, conts, batch_size=8))
     assert torch.allclose(inline, cached, atol=1e-4)
     assert torch.equal(inline.argmax(1), cached.argmax(1))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from softprompt.causal import PromptedCausalLM
 from softprompt.hardware import cpu_capability
-from softprompt.lm import PromptedLM
 from softprompt.models import load_base
 from softprompt.prepacked import PrepackedLinear, prepack_linears, worth_prepacking
 from softprompt.prompt import init_prompt
@@ -81,7 +81,7 @@ def test_real_model_scores_and_gradients_match_the_plain_model():
     results = []
     for model in (packed_model, plain_model):
         prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify the tweet:")
-        lm = PromptedLM(model, prompt)
+        lm = PromptedCausalLM(model, prompt)
         loss = -lm.target_logprob_sum(rows, targets).sum()
         loss.backward()
         with torch.no_grad():

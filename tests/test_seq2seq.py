@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 from peft import PeftModel, PromptTuningConfig, TaskType, get_peft_model
 from safetensors.torch import load_file
-from transformers import T5Config, T5ForConditionalGeneration
 
 from softprompt import checkpoint
 from softprompt.batching import pad_left, pad_right
-from softprompt.models import load_base
 from softprompt.prompt import init_prompt
-from softprompt.seq2seq import Seq2SeqPromptedLM
+from softprompt.prompted import ScoringMode
+from softprompt.seq2seq import PromptedSeq2SeqLM
 from softprompt.tasks import Task
 from softprompt.train import TrainConfig, fit
 from softprompt.tuned import TunedPrompt
@@ -24,31 +22,13 @@ TASK = Task("Tweet text : {Tweet text} Label : ", "Label", ["complaint", "no com
 TEXTS = ["@united lost my bag", "thanks for the lovely flight, great crew and a smooth landing", "delayed again"]
 
 
-@pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory, smollm2):
-    tokenizer = smollm2[1]
-    torch.manual_seed(0)
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-                      num_heads=4, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                      decoder_start_token_id=tokenizer.pad_token_id)  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny-t5")
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def t5(t5_dir):
-    return load_base(str(t5_dir))
-
-
 def _inputs(tokenizer, left: bool = False):
     """Right-padded, as T5 tokenizers pad (PEFT feeds what it gets); our path takes either padding."""
     pad = pad_left if left else pad_right
     return pad([tokenizer(t)["input_ids"] for t in TEXTS], tokenizer.pad_token_id)
 
 
-def _our_logits(lm: Seq2SeqPromptedLM, ids, mask, decoder_ids) -> torch.Tensor:
+def _our_logits(lm: PromptedSeq2SeqLM, ids, mask, decoder_ids) -> torch.Tensor:
     with torch.no_grad():
         states, full_mask = lm.encode(ids, mask)
         return lm.base(encoder_outputs=(states,), attention_mask=full_mask, decoder_input_ids=decoder_ids).logits
@@ -57,7 +37,7 @@ def _our_logits(lm: Seq2SeqPromptedLM, ids, mask, decoder_ids) -> torch.Tensor:
 def _prompt(t5, seed=3) -> TunedPrompt:
     model, tokenizer = t5
     prompt = init_prompt(4, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
-    return TunedPrompt(Seq2SeqPromptedLM(model, prompt), tokenizer, TASK, meta={"init": "sampled-vocab"})
+    return TunedPrompt(PromptedSeq2SeqLM(model, prompt), tokenizer, TASK, meta={"init": "sampled-vocab"})
 
 
 def test_peft_loads_our_seq2seq_folder_with_equal_logits(t5, tmp_path):
@@ -88,7 +68,7 @@ def test_we_load_a_peft_seq2seq_folder_with_equal_logits(t5, tmp_path):
         theirs = peft(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
     peft.save_pretrained(tmp_path / "peft")
     tuned = TunedPrompt.from_pretrained(tmp_path / "peft", base=t5, task=TASK)
-    assert isinstance(tuned.lm, Seq2SeqPromptedLM)
+    assert isinstance(tuned.lm, PromptedSeq2SeqLM)
     assert torch.equal(tuned.lm.prompt.embedding.detach(), weight[:4].detach())  # the first N rows
     assert (theirs - _our_logits(tuned.lm, ids, mask, decoder_ids)).abs().max() < 1e-5
 
@@ -98,7 +78,7 @@ def test_seq2seq_cached_greedy_equals_recompute(t5):
     ids, mask = _inputs(tuned.tokenizer, left=True)
     cached = tuned.lm.generate(ids, mask, 10, None)
     assert cached == tuned.lm.generate(*_inputs(tuned.tokenizer), 10, None)  # padding side changes nothing
-    assert cached == tuned.lm.generate(ids, mask, 10, None, use_cache=False)
+    assert cached == tuned.lm.generate(ids, mask, 10, None, mode=ScoringMode.REFERENCE)
     assert all(len(row) == 10 for row in cached)
 
 
@@ -132,4 +112,4 @@ def test_seq2seq_scores_and_training(t5, t5_dir, data_dir, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     loaded = TunedPrompt.from_pretrained(tmp_path / "run", base=t5)
-    assert isinstance(loaded.lm, Seq2SeqPromptedLM) and loaded.lm.n_prompt == 4
+    assert isinstance(loaded.lm, PromptedSeq2SeqLM) and loaded.lm.n_prompt == 4

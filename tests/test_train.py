@@ -153,12 +153,12 @@ def test_real_model_learns_twitter_complaints(smollm2, data_dir, tmp_path):
     assert records[-1]["eval_loss"] < records[0]["eval_loss"]
     # The dev set fits one forward, so its evaluations ran the prompt inside it and cached nothing (the prompt
     # changed after each); the trained prompt is scored from its cache again.
-    assert not tuned.lm._kvs and not tuned.lm.prompt_in_forward
+    assert not tuned.lm.prompt_cache.prefixes()
     loaded = TunedPrompt.from_pretrained(tmp_path / "run", base=smollm2)
     assert torch.equal(loaded.lm.prompt.embedding, tuned.lm.prompt.embedding)
     rows = [{"Tweet text": "@united you lost my bag again, worst service ever"}, {"Tweet text": "what a lovely day"}]
     tuned.predict(rows)
-    assert tuned.lm._kvs
+    assert tuned.lm.prompt_cache.prefixes()
     predictions = loaded.predict(rows)
     assert [set(p["scores"]) for p in predictions] == [{"complaint", "no complaint"}] * 2
     assert all(p["label"] == max(p["scores"], key=p["scores"].get) for p in predictions)

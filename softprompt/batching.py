@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import SoftpromptError
+from .errors import ParameterError, SoftpromptError
 from .tasks import Row, Task
 
 
@@ -32,7 +32,7 @@ class Encoder:
         self.tail_length = len(self._ids(tail)) if tail else 0
         self.input_budget = self.max_length - max(len(ids) for ids in self.label_ids)
         if self.input_budget <= self.tail_length:
-            raise SoftpromptError(f"--max-length {self.max_length} leaves no room for the input after the label")
+            raise ParameterError("max_length", "{n} leaves no room for the input after the label", n=self.max_length)
         # The template's text before its first field, tokenised, minus the last token (which may merge with
         # the text that follows): most rows start with these ids, so their keys/values can be cached.
         head = next(string.Formatter().parse(self.task.template), ("",))[0]

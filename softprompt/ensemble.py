@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from .batch_map import BatchMap
-from .errors import SoftpromptError
+from .errors import ParameterError, SoftpromptError
 from .evaluate import classification_metrics
 from .tasks import Row
 from .tuned import TunedPrompt
@@ -48,7 +48,7 @@ def combine(scores: torch.Tensor, mode: str = "vote") -> list[int]:
     """Majority vote over members' predictions (ties go to the higher mean probability), or the label with
     the highest mean probability."""
     if mode not in MODES:
-        raise SoftpromptError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ParameterError.not_one_of("mode", mode, MODES)
     probs = scores.softmax(-1).mean(0)  # [N, L]
     if mode == "mean":
         return probs.argmax(-1).tolist()

@@ -13,7 +13,7 @@ import torch
 from . import checkpoint
 from .batching import Encoder
 from .causal import PromptedCausalLM
-from .errors import SoftpromptError
+from .errors import ParameterError, SoftpromptError
 from .evaluate import evaluate, label_scores
 from .models import load_base
 from .prompt import SoftPrompt
@@ -81,7 +81,7 @@ class TunedPrompt:
         if base is None:
             ref = model or trained_on
             if not ref:
-                raise SoftpromptError(f"{folder}: names no base model; pass --model")
+                raise ParameterError("model", "{folder} names no base model; pass one", folder=str(folder))
             base = load_base(ref, dtype)
         checkpoint.check_hidden_size(Path(folder), prompt, base[0].config.get_text_config().hidden_size)
         task = task or Task.from_json(meta["task"])

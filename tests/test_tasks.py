@@ -372,7 +372,7 @@ def test_long_input_is_cut_in_the_middle_keeping_the_tail(tokenizer):
 
 def test_max_length_too_small(tokenizer):
     task = Task(RAFT_TEMPLATE, "Label", ["complaint", "no complaint"])
-    with pytest.raises(SoftpromptError, match="--max-length 5"):
+    with pytest.raises(SoftpromptError, match="max_length: 5"):
         Encoder(task, tokenizer, max_length=5)
 
 

@@ -26,6 +26,13 @@ def smollm2():
     return load_base("smollm2-135m", "float32")
 
 
+def _saved(folder: Path, model, tokenizer) -> Path:
+    """`folder` as a Hugging Face model folder: a random-weight `model` with the real tokenizer."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, smollm2) -> Path:
     """A 2-layer random-weight Llama saved as a local HF folder, with SmolLM2's real tokenizer."""
@@ -45,10 +52,7 @@ def tiny_dir(tmp_path_factory, smollm2) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
     )
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _saved(tmp_path_factory.mktemp("tiny-llama"), LlamaForCausalLM(config), tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -68,10 +72,7 @@ def t5_dir(tmp_path_factory, smollm2) -> Path:
     config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
                       num_heads=4, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                       decoder_start_token_id=tokenizer.pad_token_id)  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny-t5")
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _saved(tmp_path_factory.mktemp("tiny-t5"), T5ForConditionalGeneration(config), tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ DEMO ?= runs/demo
 
 AVX2_ONLY := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2  # oneDNN and ATen as on a CPU with AVX2 alone
 
-.PHONY: setup demo test test-portable lint bench-peft experiments clean
+.PHONY: setup demo test test-portable lint bench-peft soak experiments clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,9 @@ lint: setup
 
 bench-peft: setup
 	$(BIN)/python bench/seed_recipe.py --dtypes float32,bfloat16
+
+soak: setup  # opt-in server soak (bench/soak.py): 20,000 requests with prompt churn; an hour on 2 shared cores
+	$(BIN)/python bench/soak.py
 
 experiments: setup  # every figure in docs/experiments.md (about 70 minutes on 2 cores)
 	SOFTPROMPT=$(BIN)/softprompt PYTHON=$(BIN)/python experiments/run.sh

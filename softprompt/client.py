@@ -10,17 +10,20 @@ from .errors import SoftpromptError
 
 
 class Client:
-    """`Client("http://127.0.0.1:8000").classify("tweets", ["text"])` -> labels (and scores)."""
+    """`Client("http://127.0.0.1:8000").classify("tweets", ["text"])` -> labels (and scores).
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0) -> None:
+    `api_key`: for a server started with --api-key-file; sent as `Authorization: Bearer <key>`."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0, api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict | list:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=self.headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())

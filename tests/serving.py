@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import socket
@@ -11,9 +12,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
-from softprompt.lm import PromptedLM
 from softprompt.prompt import init_prompt
 from softprompt.tasks import Task
 from softprompt.tuned import TunedPrompt
@@ -46,10 +47,22 @@ def write_prompts(root: Path, base) -> Path:
     model, tokenizer = base
     for seed, (name, (task, n_tokens)) in enumerate(TASKS.items()):
         prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
-        TunedPrompt(PromptedLM(model, prompt), tokenizer, task, meta={"init": "sampled-vocab"}).save_pretrained(
-            root / name
-        )
+        TunedPrompt.build(model, tokenizer, prompt, task, meta={"init": "sampled-vocab"}).save_pretrained(root / name)
     return root
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    """A zip archive of {path in the archive: bytes}: what `PUT /v1/tasks/NAME` takes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def zip_folder(folder: Path) -> bytes:
+    """A prompt folder's files, zipped flat for upload."""
+    return zipped({path.name: path.read_bytes() for path in sorted(Path(folder).iterdir()) if path.is_file()})
 
 
 def free_port() -> int:
@@ -76,7 +89,12 @@ def call(url: str, method: str = "GET", body=None, headers: dict | None = None, 
 
 
 @contextlib.contextmanager
-def running_server(model: str, prompts: Path, *extra: str, timeout: float = 180):
+def running_server(model: str, prompts: Path, *extra: str, timeout: float = 180, headers: dict | None = None):
+    """A `softprompt serve` subprocess on a free loopback port, up once /healthz answers 200 (asked with
+    `headers`, e.g. an API key); terminated on exit, also on failure. float32 unless `extra` names a --dtype:
+    the tests compare answers with offline predictions of the float32 fixtures."""
+    if "--dtype" not in extra:
+        extra = ("--dtype", "float32", *extra)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -104,7 +122,7 @@ def running_server(model: str, prompts: Path, *extra: str, timeout: float = 180)
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
             try:
-                if call(url + "/healthz")[0] == 200:
+                if call(url + "/healthz", headers=headers)[0] == 200:
                     break
             except OSError:
                 pass

@@ -73,7 +73,7 @@ def predict(args: argparse.Namespace) -> None:
 
     rows, source = _rows(args)
     if args.server:
-        predictions, labels = _predict_remote(args.server, args.prompt, rows, args.batch_size)
+        predictions, labels = _predict_remote(args.server, args.prompt, rows, args.batch_size, args.api_key_file)
     else:
         tuned = _load(args)
         tuned.task.check(rows, source, labelled=False)
@@ -82,11 +82,14 @@ def predict(args: argparse.Namespace) -> None:
     print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
 
 
-def _predict_remote(url: str, task: str, rows: list[dict], batch_size: int) -> tuple[list[dict], list[str]]:
+def _predict_remote(
+    url: str, task: str, rows: list[dict], batch_size: int, api_key_file: str | None = None
+) -> tuple[list[dict], list[str]]:
     """The same predictions, computed by a `softprompt serve` server (PROMPT is then the task's name)."""
     from ..client import Client
+    from ..serve.auth import read_secret
 
-    client = Client(url)
+    client = Client(url, api_key=read_secret("--api-key-file", api_key_file) if api_key_file else None)
     labels = next((t["labels"] for t in client.tasks() if t["name"] == task), None)
     if labels is None:
         raise SoftpromptError(f"{url}: no task {task!r}")
@@ -186,6 +189,8 @@ def serve(args: argparse.Namespace) -> None:
         batching=args.batching,
         limits=limits,
         admin_token_file=args.admin_token_file,
+        api_key_file=args.api_key_file,
+        open_health_metrics=args.open_health_metrics,
     )
 
 

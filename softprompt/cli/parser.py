@@ -7,7 +7,8 @@ import argparse
 import dataclasses
 import typing
 
-from ..train_config import TrainConfig
+from ..hardware import DTYPE_CHOICES
+from ..train_config import DTYPE_HELP, TrainConfig
 
 
 def flag(name: str) -> str:
@@ -47,7 +48,7 @@ def add_prompt_options(parser: argparse.ArgumentParser, several: bool = False) -
     parser.add_argument("--batch-size", type=int, default=32, help="rows x members per forward" if several else None)
     whose = "prompts were" if several else "prompt was"
     parser.add_argument("--model", help=f"base model (default: the one the {whose} trained on)")
-    parser.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     if not several:
         parser.add_argument("--length-normalize", action="store_true", help="rank labels by mean, not summed, log-prob")
 
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prompt_options(predict)
     predict.add_argument("--output", required=True, help="predictions file (.csv or .jsonl)")
     predict.add_argument("--server", metavar="URL", help="ask a `softprompt serve` server; PROMPT is its task name")
+    predict.add_argument("--api-key-file", help="with --server: the server's API key, sent as a bearer token")
     _serve_parser(sub)
     _toolbox_parsers(sub)
     return parser
@@ -88,7 +90,7 @@ def _serve_parser(sub) -> None:
     )
     serve.add_argument("--model", default="smollm2-135m", help="base model (default: smollm2-135m)")
     serve.add_argument("--prompts", required=True, help="folder of prompt folders; each folder's name is a task")
-    serve.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    serve.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-batch", type=int, default=32, help="rows per model forward")
@@ -105,6 +107,12 @@ def _serve_parser(sub) -> None:
     serve.add_argument("--max-new-tokens", type=int, default=256, help="largest max_tokens for completions")
     serve.add_argument("--max-body-bytes", type=int, default=2**20, help="largest request body")
     serve.add_argument("--admin-token-file", help="enables PUT/DELETE /v1/tasks/NAME with this bearer token")
+    serve.add_argument(
+        "--api-key-file", help="every route needs 'Authorization: Bearer KEY' with this key (admin routes: the token)"
+    )
+    serve.add_argument(
+        "--open-health-metrics", action="store_true", help="with --api-key-file: /healthz and /metrics need no key"
+    )
 
 
 def _toolbox_parsers(sub) -> None:

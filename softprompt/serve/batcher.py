@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..batch_map import BatchMap
 from ..batching import pad_left
-from ..lm import mixed_prompt_cache
 from ..tuned import TunedPrompt
 
 
@@ -125,27 +125,12 @@ def _settle(future: asyncio.Future, result, error: Exception | None) -> None:
         future.set_result(result)
 
 
-def _rows_of(jobs: list[Job]) -> tuple[list[list[int]], list[TunedPrompt]]:
-    rows = [row for job in jobs for row in job.rows]
-    owners = [job.tuned for job in jobs for _ in job.rows]
-    return rows, owners
-
-
-def _split(values: list, jobs: list[Job]) -> list[list]:
-    out, start = [], 0
-    for job in jobs:
-        out.append(values[start : start + len(job.rows)])
-        start += len(job.rows)
-    return out
-
-
 def _classify(jobs: list[Job]) -> list[list[list[float]]]:
     """The classification rows of every task in one mixed-task pass; per row, its task's label scores."""
-    rows, owners = _rows_of(jobs)
-    scores = owners[0].lm.score_rows(
-        rows, [tuned.encoder.label_ids for tuned in owners], len(rows), [tuned.lm for tuned in owners]
-    )
-    return _split([row.tolist() for row in scores], jobs)
+    batch = BatchMap.of([job.rows for job in jobs], [job.tuned.lm for job in jobs])
+    labels = [job.tuned.encoder.label_ids for job in jobs for _ in job.rows]
+    scores = jobs[0].tuned.lm.score_rows(batch.items, labels, batch.item_prompts(), batch_size=len(batch.items))
+    return batch.split([row.tolist() for row in scores])
 
 
 def _complete(jobs: list[Job]) -> list[list[list[int]]]:
@@ -157,15 +142,14 @@ def _complete(jobs: list[Job]) -> list[list[list[int]]]:
         settings.setdefault(key, []).append(index)
     for (temperature, top_p, seed), indices in settings.items():
         group = [jobs[i] for i in indices]
-        rows, owners = _rows_of(group)
-        tokenizer = owners[0].tokenizer
-        ids, mask = pad_left(rows, tokenizer.pad_token_id)
+        batch = BatchMap.of([job.rows for job in group], [job.tuned.lm for job in group])
+        tokenizer = group[0].tuned.tokenizer
+        ids, mask = pad_left(batch.items, tokenizer.pad_token_id)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        tokens = owners[0].lm.generate(
+        tokens = group[0].tuned.lm.generate(
             ids, mask, max(job.params["max_tokens"] for job in group), tokenizer.eos_token_id,
-            temperature=temperature, top_p=top_p, generator=generator,
-            cache=mixed_prompt_cache([tuned.lm for tuned in owners]),
+            prompts=batch.item_prompts(), temperature=temperature, top_p=top_p, generator=generator,
         )  # fmt: skip
-        for i, part in zip(indices, _split(tokens, group)):
+        for i, part in zip(indices, batch.split(tokens)):
             results[i] = [row[: jobs[i].params["max_tokens"]] for row in part]
     return [results[i] for i in range(len(jobs))]

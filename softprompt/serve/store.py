@@ -3,17 +3,27 @@
 Task names are folder names and are validated, so no name reaches outside the store. Uploads are unpacked
 into a staging folder, checked by loading them, then renamed into place: a task is replaced whole or not
 at all, and the new prompt object means no stale prompt cache can answer for it.
+
+Each task carries a version, a content hash of what decides its answers, that the API returns with every
+answer. A request looks its task up once, on arrival, and its job holds that entry until it is answered: a
+request that arrives after a replacement's reply has been sent always runs on the new prompt, one already
+admitted finishes on the prompt it was admitted with, and nothing is ever answered by a mix of the two.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import re
 import shutil
 import tempfile
 import threading
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+import torch
 
 from .. import checkpoint
 from ..errors import SoftpromptError
@@ -30,13 +40,36 @@ def check_name(name: str) -> str:
     return name
 
 
+def prompt_version(tuned: TunedPrompt) -> str:
+    """12 hex digits of SHA-256 over all that decides a task's answers (prompt tensor, task, max_length).
+
+    A content hash, not a counter: a client can compute it for the folder it uploaded, the same folder has
+    the same version on every server and after restarts, and re-uploading identical files changes nothing."""
+    tensor = tuned.lm.prompt.embedding.detach().to("cpu", torch.float32).contiguous()
+    digest = hashlib.sha256(json.dumps([list(tensor.shape), tuned.task.to_json(), tuned.max_length]).encode())
+    digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A task as the server holds it: the loaded prompt and its version, looked up together."""
+
+    tuned: TunedPrompt
+    version: str
+
+    @classmethod
+    def of(cls, tuned: TunedPrompt) -> Served:
+        return cls(tuned, prompt_version(tuned))
+
+
 class PromptStore:
-    """Thread-safe map of task name -> TunedPrompt, all on the same (model, tokenizer)."""
+    """Thread-safe map of task name -> Served (prompt and version), all on the same (model, tokenizer)."""
 
     def __init__(self, base, root: Path) -> None:
         self.base = base
         self.root = Path(root)
-        self._tasks: dict[str, TunedPrompt] = {}
+        self._tasks: dict[str, Served] = {}
         self._lock = threading.Lock()
 
     def load_all(self) -> None:
@@ -44,7 +77,7 @@ class PromptStore:
             raise SoftpromptError(f"{self.root}: no such prompts folder")
         for folder in sorted(self.root.iterdir()):
             if folder.is_dir() and not folder.name.startswith(".") and (folder / checkpoint.WEIGHTS).is_file():
-                self._tasks[check_name(folder.name)] = self._load(folder)
+                self._tasks[check_name(folder.name)] = Served.of(self._load(folder))
 
     def _load(self, folder: Path) -> TunedPrompt:
         tuned = TunedPrompt.from_pretrained(folder, base=self.base)
@@ -55,16 +88,19 @@ class PromptStore:
             )
         return tuned
 
-    def get(self, name: str) -> TunedPrompt | None:
+    def get(self, name: str) -> Served | None:
         with self._lock:
             return self._tasks.get(name)
 
-    def items(self) -> list[tuple[str, TunedPrompt]]:
+    def items(self) -> list[tuple[str, Served]]:
         with self._lock:
             return sorted(self._tasks.items())
 
-    def install(self, name: str, files: dict[str, bytes]) -> TunedPrompt:
-        """Validate and install a prompt folder given as {file name: bytes}; replaces an existing task."""
+    def install(self, name: str, files: dict[str, bytes]) -> Served:
+        """Validate and install a prompt folder given as {file name: bytes}; replaces an existing task.
+
+        Requests looking the task up after this returns get the new prompt (the map is updated under the lock
+        before the return, and the caller answers only after it)."""
         check_name(name)
         unknown = sorted(set(files) - set(FOLDER_FILES))
         if unknown:
@@ -74,7 +110,7 @@ class PromptStore:
         try:
             for file_name, data in files.items():
                 (staging / file_name).write_bytes(data)
-            tuned = self._load(staging)
+            served = Served.of(self._load(staging))
             target = self.root / name
             with self._lock:
                 retired = None
@@ -82,10 +118,10 @@ class PromptStore:
                     retired = Path(tempfile.mkdtemp(prefix=f".retired-{name}-", dir=self.root))
                     target.rename(retired / name)
                 staging.rename(target)
-                self._tasks[name] = tuned
+                self._tasks[name] = served
             if retired:
                 shutil.rmtree(retired, ignore_errors=True)
-            return tuned
+            return served
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

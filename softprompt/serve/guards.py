@@ -1,0 +1,108 @@
+"""What stands in front of the handlers: one-line JSON errors, the body-size limit and the API key (ASGI
+middleware, so they act before any handler or the router runs)."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+
+from .auth import bearer_matches
+from .schemas import Limits
+
+ADMIN_METHODS = ("PUT", "DELETE")
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+DRAIN_FACTOR = 8  # declared bodies up to this many times the limit are read and dropped before the 413
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """The server's one error shape: `{"error": "<one line>"}`."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over the limit, declared or streamed, before any handler reads them."""
+
+    def __init__(self, app, limits: Limits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        upload = scope["method"] == "PUT"
+        limit = self.limits.max_upload_bytes if upload else self.limits.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            if declared.isdigit() and int(declared) <= DRAIN_FACTOR * limit:
+                await _drain(receive)  # a client still sending would see a reset connection instead of our 413
+            return await _too_large(send, limit)
+        seen, answered = 0, False
+
+        async def counted():
+            """The app's receive: past the limit, answer 413 ourselves and tell the app the client left."""
+            nonlocal seen, answered
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    if not answered:
+                        answered = True
+                        await _too_large(send, limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message):
+            if not answered:  # once we have answered 413, whatever the app says is dropped
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not answered:
+                raise
+
+
+class ApiKey:
+    """ASGI middleware: with an API key, a request without `Authorization: Bearer <key>` gets 401 before routing.
+
+    Checked ahead of the router, so without the key nothing is served, not even which paths exist (404 or
+    405), nor /docs and /openapi.json. Exempt: `open_paths` (/healthz and /metrics with
+    --open-health-metrics, for probes and scrapers that hold no secret), and, when the admin token is set, the
+    admin routes, whose handlers check that token instead (a request carries one bearer only)."""
+
+    def __init__(self, app, key: str, open_paths: frozenset[str], admin_exempt: bool) -> None:
+        self.app = app
+        self.key = key
+        self.open_paths = open_paths
+        self.admin_exempt = admin_exempt
+
+    def _exempt(self, scope) -> bool:
+        if scope["path"] in self.open_paths:
+            return True
+        return self.admin_exempt and scope["method"] in ADMIN_METHODS and scope["path"].startswith("/v1/tasks/")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not self._exempt(scope):
+            if not bearer_matches(dict(scope["headers"]).get(b"authorization"), self.key):
+                response = error(401, "this server needs 'Authorization: Bearer <API key>'", BEARER_CHALLENGE)
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+async def _drain(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+
+
+async def _too_large(send, limit: int) -> None:
+    body = f'{{"error": "request body over {limit} bytes"}}'.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

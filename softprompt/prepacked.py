@@ -11,12 +11,11 @@ float32 that second copy (4 bytes per parameter) lifted a training step's peak m
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import nn
 
 from .hardware import onednn_bfloat16
+from .memory import release_free_memory
 
 
 def worth_prepacking(dtype: torch.dtype) -> bool:
@@ -93,14 +92,5 @@ def prepack_linears(model: nn.Module) -> int:
                 setattr(parent, name, PrepackedLinear(child))
                 swapped += 1
     if swapped:
-        _return_freed_memory()
+        release_free_memory()  # the row-major weights just replaced
     return swapped
-
-
-def _return_freed_memory() -> None:
-    """Hand the freed row-major weights back to the OS; glibc would keep that heap memory for reuse, and a
-    serving process would carry it for its whole life."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: its allocator decides
-        pass

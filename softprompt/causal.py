@@ -22,7 +22,7 @@ from .batch_map import BatchMap
 from .batching import in_length_order, pad_right
 from .decoding import decode
 from .packing import packable, packed_scores
-from .prompt_cache import KV, PromptKV, expanded_cache, mixed_prompt_cache
+from .prompt_cache import KV, PromptKV, empty_kv, expanded_cache, mixed_prompt_cache
 from .prompted import PromptedModel, ScoringMode
 
 PACKED_MODES = (ScoringMode.PACKED, ScoringMode.PACKED_INLINE)
@@ -52,7 +52,10 @@ class PromptedCausalLM(PromptedModel):
         kept (outside autograd) until the prompt changes."""
 
         def compute() -> KV:
-            out = self.base.base_model(inputs_embeds=self.prompt_embeds_with(prefix), use_cache=True)
+            embeds = self.prompt_embeds_with(prefix)
+            if not embeds.shape[1]:
+                return empty_kv(self.base.config, embeds)
+            out = self.base.base_model(inputs_embeds=embeds, use_cache=True)
             return [(layer.keys, layer.values) for layer in out.cache.layers]
 
         return self.prompt_cache.get(self.prompt.embedding, prefix, compute)

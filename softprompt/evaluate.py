@@ -72,7 +72,8 @@ def evaluate(
     length_normalize: bool = False,
     mode: ScoringMode | None = None,
 ) -> dict[str, float]:
-    """Held-out metrics for labelled rows: n, loss, perplexity, accuracy, macro_f1, examples_per_s."""
+    """Held-out metrics for labelled rows: n, loss, perplexity, accuracy, macro_f1, the majority class's
+    accuracy and macro_f1, examples_per_s."""
     task = encoder.task
     gold = [task.label_index(row) for row in rows]
     start = time.perf_counter()
@@ -86,5 +87,9 @@ def evaluate(
     else:
         predicted = (scores / lengths if length_normalize else scores).argmax(1).tolist()
     result.update(classification_metrics(predicted, gold, len(task.labels)))
+    # The constant answer these rows reward most: a score that does not beat it has learned nothing.
+    majority = max(range(len(task.labels)), key=gold.count)
+    constant = classification_metrics([majority] * len(gold), gold, len(task.labels))
+    result.update(majority_accuracy=constant["accuracy"], majority_macro_f1=constant["macro_f1"])
     result["examples_per_s"] = len(rows) / (time.perf_counter() - start)
     return result

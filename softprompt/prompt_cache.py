@@ -67,6 +67,16 @@ class PromptKV:
         return self._kvs[prefix]
 
 
+def empty_kv(config, like: torch.Tensor) -> KV:
+    """Keys/values of no tokens (a prompt of none, e.g. prompt design with no examples): no forward can
+    compute them, so they are made to the shapes the layers' own would have."""
+    text = config.get_text_config()
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    empty = like.new_zeros(1, heads, 0, head_dim)
+    return [(empty, empty) for _ in range(text.num_hidden_layers)]
+
+
 def expanded_cache(kv: KV, batch: int, config) -> DynamicCache:
     """A fresh cache holding `kv` broadcast to `batch` rows (the model appends to it in place)."""
     return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv], config=config)

@@ -1,6 +1,7 @@
-"""The command line: `softprompt train | eval | predict | serve | ensemble | inspect | sweep | transfer`.
+"""The command line: `softprompt train | design | eval | predict | serve | ensemble | inspect | sweep | transfer`.
 
 - train: train a soft prompt (flags generated from TrainConfig's fields, or `--resume DIR`);
+- design: prompt design, the untrained baseline (K examples in front of each input), as a prompt folder;
 - eval: held-out metrics as one JSON line; predict: predictions to CSV or JSONL (offline or via a server);
 - serve: many prompts over HTTP on one frozen model;
 - ensemble, inspect, sweep, transfer: the paper's toolbox (§6, §7, §3.2, §5).

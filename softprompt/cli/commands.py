@@ -25,6 +25,16 @@ def train(args: argparse.Namespace) -> None:
         print(json.dumps(tuned.meta["metrics"]))
 
 
+def design(args: argparse.Namespace) -> None:
+    from ..prompt_design import run_design
+
+    config = _train_config(args)
+    tuned = run_design(config, args.shots, overwrite=args.overwrite)
+    print(f"saved prompt design ({tuned.meta['shots']} examples) to {config.output}", file=sys.stderr)
+    if "metrics" in tuned.meta:
+        print(json.dumps(tuned.meta["metrics"]))
+
+
 def _train_config(args: argparse.Namespace):
     """TrainConfig from --config FILE.toml, overridden by the flags given."""
     from ..train_config import TrainConfig
@@ -196,6 +206,7 @@ def serve(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "train": train,
+    "design": design,
     "eval": evaluate,
     "predict": predict,
     "serve": serve,

@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
     train.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
     add_config_options(train)
+    design = sub.add_parser(
+        "design",
+        help="prompt design: K training examples in front of each input, no training (the paper's baseline)",
+        description="Prompt design, GPT-3 style: K labelled training examples (seeded, labels in turn) written "
+        "in front of each input, saved as a prompt folder that eval, serve and ensemble read like a tuned one. "
+        "Takes train's data, model and output options; training options are ignored.",
+    )
+    design.add_argument("--shots", type=int, default=4, help="examples in the prompt (default: 4)")
+    design.add_argument("--overwrite", action="store_true", help="replace the prompt in --output")
+    add_config_options(design)
     evaluate = sub.add_parser("eval", help="held-out metrics as one JSON line", description="Evaluate a prompt.")
     add_prompt_options(evaluate)
     evaluate.add_argument(

@@ -86,6 +86,16 @@ def save_prompt(folder: Path, prompt: torch.Tensor, config: dict, meta: dict) ->
     atomic_write(folder / META, _json_bytes(meta))
 
 
+def save_model(folder: Path, model, tokenizer, meta: dict) -> None:
+    """A model-tuned folder: the model and tokenizer as Hugging Face saves them (safetensors), then our
+    metadata, written last, so a folder with softprompt.json is whole."""
+    folder = Path(folder)
+    (folder / META).unlink(missing_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    atomic_write(folder / META, _json_bytes(meta))
+
+
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -132,8 +142,12 @@ def load_prompt(folder: str | os.PathLike, hidden_size: int | None = None) -> tu
         check_hidden_size(folder, prompt, hidden_size)
     if not torch.isfinite(prompt).all():
         raise SoftpromptError(f"{weights}: prompt_embeddings holds NaN or Inf values")
-    meta = _read_json(folder / META) if (folder / META).is_file() else {}
-    return prompt, config, meta
+    return prompt, config, read_meta(folder)
+
+
+def read_meta(folder: Path) -> dict:
+    """Our metadata (softprompt.json) of a prompt or model folder, or {} where there is none (a PEFT folder)."""
+    return _read_json(Path(folder) / META) if (Path(folder) / META).is_file() else {}
 
 
 def check_hidden_size(folder: Path, prompt: torch.Tensor, hidden_size: int) -> None:
@@ -187,9 +201,13 @@ def latest_checkpoint(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def state_files(prompt: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, progress: dict) -> dict[str, bytes]:
-    """The training state as safetensors (tensors) + JSON (everything else): nothing is pickled."""
-    tensors = {"prompt": prompt.detach().float().cpu().contiguous(), "torch_rng": torch.get_rng_state()}
+def state_files(
+    trained: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, scheduler, progress: dict
+) -> dict[str, bytes]:
+    """The training state as safetensors (tensors: what is trained, by name, optimizer slots, RNG) + JSON
+    (everything else): nothing is pickled."""
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in trained.items()}
+    tensors["torch_rng"] = torch.get_rng_state()
     opt = optimizer.state_dict()
     layout: dict[str, dict[str, object]] = {}
     for index, slots in opt["state"].items():
@@ -208,8 +226,8 @@ def state_files(prompt: torch.Tensor, optimizer: torch.optim.Optimizer, schedule
     return {STATE_TENSORS: save(tensors), STATE_JSON: _json_bytes(state)}
 
 
-def load_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler) -> tuple[torch.Tensor, dict]:
-    """Restore optimizer, scheduler and RNG from a checkpoint folder; returns (prompt, progress)."""
+def load_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler) -> tuple[dict[str, torch.Tensor], dict]:
+    """Restore optimizer, scheduler and RNG from a checkpoint folder; returns (the trained tensors, progress)."""
     state = _read_json(folder / STATE_JSON)
     try:
         tensors = load_file(str(folder / STATE_TENSORS))
@@ -224,4 +242,5 @@ def load_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler) -> tup
     optimizer.load_state_dict({"state": slots, "param_groups": state["optimizer"]["param_groups"]})
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(tensors["torch_rng"])
-    return tensors["prompt"], state["progress"]
+    trained = {name: tensor for name, tensor in tensors.items() if name == "prompt" or name.startswith("model.")}
+    return trained, state["progress"]

@@ -1,9 +1,10 @@
-"""The training loop: config -> run folder -> data -> prompt -> steps, evaluation, checkpoints, metrics, curves.
+"""The training loop: config -> run folder -> data -> prompt (or model) -> steps, evaluation, checkpoints, curves.
 
 `fit` checks the run folder (run_folder.py) before anything loads, builds a Trainer from the config's data and
 model, and runs it; after each optimizer step one rule (schedule.py) says whether to evaluate, checkpoint or
 stop. The optimizer and the batch order (recipe.py) depend only on the config and the seed, and every
 checkpoint holds optimizer, scheduler and RNG state, so `--resume` ends on the same prompt, bit for bit.
+What is trained (the prompt, or every weight with `--method model-tuning`) comes from methods.py.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, hardware
+from . import checkpoint
 from .batching import chunks
 from .distributed import DataParallel
 from .errors import ParameterError
-from .models import load_base
+from .methods import load_trained, make_tuned, trained_tensors
 from .plots import plot_curves
-from .prompt import init_prompt
 from .prompted import ScoringMode
 from .recipe import epoch_batches, make_optimizer
 from .run_folder import RunFolder
@@ -61,40 +61,6 @@ def load_data(config: TrainConfig) -> tuple[Task, list[Row], list[Row] | None]:
     return task, rows, eval_rows
 
 
-def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
-    """The frozen base (loaded unless given as (model, tokenizer)) with a freshly initialised prompt, and the
-    metadata the prompt folder records about how it was made."""
-    if base is None and config.dtype == "auto":
-        hardware.announce_auto_dtype()
-    model, tokenizer = base or load_base(config.model, config.dtype)
-    init_text = config.init_text or task.init_text
-    init = config.init or ("text" if init_text else "class-label")
-    prompt = init_prompt(
-        config.num_virtual_tokens,
-        model.get_input_embeddings(),
-        tokenizer,
-        init,
-        seed=config.seed,
-        init_text=init_text,
-        label_words=task.label_words,
-        init_range=config.init_range,
-    )
-    meta = {
-        "init": init,
-        "init_text": init_text,
-        "seed": config.seed,
-        "train_config": dataclasses.asdict(config),
-        "base_dtype": str(model.dtype).removeprefix("torch."),  # what `auto` chose on this machine
-        "hardware": hardware.describe(),
-    }
-    if config.gradient_checkpointing:
-        # Recompute activations in the backward pass; the prompt cache needs `use_cache`, which checkpointing
-        # turns off, so this run scores in the reference mode (the prompt concatenated in front).
-        model.gradient_checkpointing_enable()
-    mode = ScoringMode.REFERENCE if config.gradient_checkpointing else ScoringMode.PACKED
-    return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, mode)
-
-
 class Trainer:
     """One run's state; `run()` trains to the end or to early stopping. `Trainer.build` sets it up from a config."""
 
@@ -114,7 +80,8 @@ class Trainer:
         epoch_steps = math.ceil(math.ceil(len(self.encoded) / config.batch_size) / config.grad_accum)
         total_steps = config.max_steps or epoch_steps * config.epochs
         self.plan = Plan(epoch_steps, total_steps, config.eval_every, config.save_steps)
-        self.optimizer, self.scheduler = make_optimizer(config, [tuned.lm.prompt.embedding], total_steps)
+        self.trained = trained_tensors(tuned)  # the prompt, or with --method model-tuning every weight
+        self.optimizer, self.scheduler = make_optimizer(config, list(self.trained.values()), total_steps)
         self.progress = Progress(config=dataclasses.asdict(config))
         # The prompt changes between dev evaluations, so keys/values computed apart would never be reused: a dev
         # set that fits one forward runs the prompt inside it instead.
@@ -132,10 +99,11 @@ class Trainer:
         return cls(config, tuned, train_rows, eval_rows, folder or RunFolder(config.output, parallel.main), parallel)
 
     def resume(self, folder: Path) -> None:
-        prompt, progress = checkpoint.load_state(folder, self.optimizer, self.scheduler)
+        trained, progress = checkpoint.load_state(folder, self.optimizer, self.scheduler)
         self.progress = Progress.from_json(progress)
         with torch.no_grad():
-            self.tuned.lm.prompt.embedding.copy_(prompt)
+            for name, tensor in trained.items():
+                self.trained[name].copy_(tensor)
         self.folder.keep_records(self.progress.logged)
 
     def _train_step(self, batch_items) -> None:
@@ -150,22 +118,23 @@ class Trainer:
             loss_sum = -lm.target_logprob_sum([i for i, _ in items], [t for _, t in items]).sum()
             (loss_sum / tokens).backward()
             loss_total += loss_sum.item()
-        embedding = lm.prompt.embedding
+        params = list(self.trained.values())
         if self.parallel.world > 1:
-            if embedding.grad is None:
-                embedding.grad = torch.zeros_like(embedding)
-            self.parallel.sum(embedding.grad)
+            for param in params:
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                self.parallel.sum(param.grad)
             loss_total = float(self.parallel.sum(torch.tensor([loss_total], dtype=torch.float64)))
         if not math.isfinite(loss_total):
             raise self._diverged(f"loss {loss_total}")
         self.progress.window_loss += loss_total
         self.progress.window_tokens += tokens
         if self.config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_([lm.prompt.embedding], self.config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(lm.prompt.embedding).all():
+        if not all(torch.isfinite(param).all() for param in params):
             raise self._diverged("NaN/Inf in the prompt")
 
     def _diverged(self, what: str) -> ParameterError:
@@ -224,9 +193,9 @@ class Trainer:
         return stop
 
     def _checkpoint(self) -> None:
-        embedding, progress = self.tuned.lm.prompt.embedding, self.progress
+        progress = self.progress
         if self.parallel.main:
-            files = checkpoint.state_files(embedding, self.optimizer, self.scheduler, progress.to_json())
+            files = checkpoint.state_files(self.trained, self.optimizer, self.scheduler, progress.to_json())
             self.folder.save_checkpoint(progress.step, files)
 
     def run(self) -> TunedPrompt:
@@ -257,10 +226,8 @@ class Trainer:
         """Write the final prompt (the best one with --keep-best) and the curves."""
         if not self.parallel.main:
             return self.tuned
-        if self.config.keep_best and (self.folder.best / checkpoint.WEIGHTS).is_file():
-            prompt, _, meta = checkpoint.load_prompt(self.folder.best)
-            with torch.no_grad():
-                self.tuned.lm.prompt.embedding.copy_(prompt)
+        if self.config.keep_best and (self.folder.best / checkpoint.META).is_file():
+            meta = load_trained(self.folder.best, self.tuned)
             self.tuned.meta.update(metrics=meta.get("metrics"), step=meta.get("step"))
         self.tuned.save_pretrained(self.folder.path)
         plot_curves(self.folder.metrics, self.folder.path / "curves.png")

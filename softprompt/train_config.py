@@ -17,6 +17,7 @@ from .models import DEFAULT_MODEL
 from .prompt import INITS
 
 METRICS = ("loss", "accuracy", "macro_f1")
+METHODS = ("prompt-tuning", "model-tuning")
 OPTIMIZERS = ("adamw", "adafactor")
 DTYPE_HELP = "base dtype: auto (bfloat16 where the CPU or GPU runs it natively, else float32), float32, bfloat16"
 
@@ -31,6 +32,12 @@ class TrainConfig:
     """Every `softprompt train` option; a TOML file holds the same keys (dashes or underscores)."""
 
     model: str = option(DEFAULT_MODEL, "base model: smollm2-135m (default), gemma3-270m, a local HF folder or a hub id")
+    method: str = option(
+        "prompt-tuning",
+        "what trains: the prompt (prompt-tuning), or every weight of the model (model-tuning, the paper's upper "
+        "baseline: float32, saves a Hugging Face model folder)",
+        METHODS,
+    )
     dtype: str = option("auto", DTYPE_HELP + " (the prompt always trains in float32)", DTYPE_CHOICES)
     task: str | None = option(
         None, "a shipped task: raft/twitter_complaints, glue/sst2 (files from --data-dir / $SOFTPROMPT_DATA)"
@@ -64,7 +71,9 @@ class TrainConfig:
     optimizer: str = option(
         "adamw", "adamw (seed recipe, lr 3e-2, linear schedule) or adafactor (paper, lr 0.3, constant)", OPTIMIZERS
     )
-    lr: float | None = option(None, "learning rate (default: 3e-2 for adamw, 0.3 for adafactor)")
+    lr: float | None = option(
+        None, "learning rate (default: 3e-2 for adamw, 0.3 for adafactor; model-tuning: 3e-5 and 1e-3)"
+    )
     weight_decay: float | None = option(None, "weight decay (default: 0.01 for adamw, 1e-5 for adafactor)")
     warmup_steps: int = option(0, "linear warmup steps (adamw)")
     epochs: int = option(50, "passes over the training rows")

@@ -71,7 +71,9 @@ class TunedPrompt:
         task: Task | None = None,
     ) -> TunedPrompt:
         """Load a prompt folder (ours, or PEFT's given `task`) on `base` = (model, tokenizer), else on the
-        model the folder names."""
+        model the folder names; or a model-tuned folder (its own model, behind a prompt of no tokens)."""
+        if checkpoint.read_meta(folder).get("method") == "model-tuning":
+            return cls._model_tuned(Path(folder), dtype, task)
         prompt, config, meta = checkpoint.load_prompt(folder)
         if task is None and "task" not in meta:
             raise SoftpromptError(f"{folder}: no {checkpoint.META} with a task; pass the task's template and labels")
@@ -87,8 +89,22 @@ class TunedPrompt:
         task = task or Task.from_json(meta["task"])
         return cls.build(base[0], base[1], SoftPrompt(prompt), task, meta.get("max_length", 64), meta)
 
+    @classmethod
+    def _model_tuned(cls, folder: Path, dtype: str, task: Task | None) -> TunedPrompt:
+        meta = checkpoint.read_meta(folder)
+        model, tokenizer = load_base(str(folder), dtype)
+        empty = SoftPrompt(torch.zeros(0, model.config.get_text_config().hidden_size))
+        return cls.build(
+            model, tokenizer, empty, task or Task.from_json(meta["task"]), meta.get("max_length", 64), meta
+        )
+
     def save_pretrained(self, folder: str | os.PathLike, **extra) -> None:
+        """A prompt folder in PEFT's format; after model tuning, a Hugging Face model folder (safetensors)."""
         base = self.lm.base
+        if self.meta.get("method") == "model-tuning":
+            self.meta.update(task=self.task.to_json(), max_length=self.max_length, **extra)
+            checkpoint.save_model(Path(folder), base, self.tokenizer, self.meta)
+            return
         init = self.meta.get("init", "random-uniform")
         config = checkpoint.adapter_config(
             self.lm.prompt.embedding, base.config, base.name_or_path, init, self.meta.get("init_text")

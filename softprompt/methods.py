@@ -1,0 +1,91 @@
+"""What a training run trains: the prompt (prompt tuning), or every weight of the model (model tuning).
+
+Model tuning is the paper's upper baseline: the same rows, loss, schedule, evaluation and checkpoints as prompt
+tuning, with the model's own weights trained instead of a prompt. It runs on a prompt of no tokens in the
+reference scoring mode (no keys/values are kept, since the weights change at every step), in float32 (an
+optimizer step in bfloat16 would round most updates away), and saves a Hugging Face model folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from . import checkpoint, hardware
+from .errors import SoftpromptError
+from .models import load_base
+from .prompt import SoftPrompt, init_prompt
+from .prompted import ScoringMode
+from .tasks import Task
+from .train_config import TrainConfig
+from .tuned import TunedPrompt
+
+
+def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
+    """The base (loaded unless given as (model, tokenizer)) with what the method trains made ready: a freshly
+    initialised prompt on a frozen base, or a trainable base behind a prompt of no tokens; and the metadata
+    the output folder records about how it was made."""
+    model_tuning = config.method == "model-tuning"
+    dtype = "float32" if model_tuning else config.dtype
+    if base is None and dtype == "auto":
+        hardware.announce_auto_dtype()
+    model, tokenizer = base or load_base(config.model, dtype)
+    meta = {
+        "method": config.method,
+        "seed": config.seed,
+        "train_config": dataclasses.asdict(config),
+        "base_dtype": str(model.dtype).removeprefix("torch."),  # what `auto` chose on this machine
+        "hardware": hardware.describe(),
+    }
+    if config.gradient_checkpointing:
+        # Recompute activations in the backward pass; the prompt cache needs `use_cache`, which checkpointing
+        # turns off, so such a run scores in the reference mode (the prompt concatenated in front).
+        model.gradient_checkpointing_enable()
+    if model_tuning:
+        model.requires_grad_(True)
+        prompt = SoftPrompt(torch.zeros(0, model.config.get_text_config().hidden_size))
+        prompt.embedding.requires_grad_(False)
+        return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, ScoringMode.REFERENCE)
+    init_text = config.init_text or task.init_text
+    init = config.init or ("text" if init_text else "class-label")
+    prompt = init_prompt(
+        config.num_virtual_tokens,
+        model.get_input_embeddings(),
+        tokenizer,
+        init,
+        seed=config.seed,
+        init_text=init_text,
+        label_words=task.label_words,
+        init_range=config.init_range,
+    )
+    meta.update(init=init, init_text=init_text)
+    mode = ScoringMode.REFERENCE if config.gradient_checkpointing else ScoringMode.PACKED
+    return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, mode)
+
+
+def trained_tensors(tuned: TunedPrompt) -> dict[str, torch.Tensor]:
+    """The tensors the optimizer updates, by the names checkpoints store them under."""
+    if tuned.meta.get("method") == "model-tuning":
+        return {f"model.{name}": param for name, param in tuned.lm.base.named_parameters()}
+    return {"prompt": tuned.lm.prompt.embedding}
+
+
+@torch.no_grad()
+def load_trained(folder: Path, tuned: TunedPrompt) -> dict:
+    """Put what `tuned.save_pretrained(folder)` saved (a prompt, or a model's weights) back in place; its metadata."""
+    if tuned.meta.get("method") != "model-tuning":
+        prompt, _, meta = checkpoint.load_prompt(folder)
+        tuned.lm.prompt.embedding.copy_(prompt)
+        return meta
+    weights = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        weights.update(load_file(str(path)))
+    _, unexpected = tuned.lm.base.load_state_dict(weights, strict=False)
+    if unexpected or not weights:
+        raise SoftpromptError(
+            f"{folder}: not this model's weights ({len(weights)} tensors, unexpected: {unexpected[:3]})"
+        )
+    return checkpoint.read_meta(folder)

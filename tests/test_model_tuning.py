@@ -1,0 +1,73 @@
+"""Model tuning (`--method model-tuning`), the paper's upper baseline: every weight trains, on the same data, loss
+and evaluation as prompt tuning; the run saves a Hugging Face model folder that eval reads; resume is exact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+from softprompt import checkpoint
+from softprompt.models import load_base
+from softprompt.tasks import load_named
+from softprompt.train import TrainConfig, fit
+from softprompt.tuned import TunedPrompt
+
+
+def _config(tiny_dir, data_dir, output, **overrides) -> TrainConfig:
+    values = dict(model=str(tiny_dir), task="raft/twitter_complaints", data_dir=str(data_dir), dev_fraction=0.2,
+                  method="model-tuning", lr=1e-3, max_steps=4, batch_size=8, save_steps=1, output=str(output),
+                  progress=False)  # fmt: skip
+    return TrainConfig(**{**values, **overrides})
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in model.named_parameters()}
+
+
+def test_model_tuning_trains_every_weight_and_saves_a_model_folder(tiny_dir, data_dir, tmp_path):
+    base = load_base(str(tiny_dir), "float32")  # its own copy: the run changes it
+    before = _weights(base[0])
+    tuned = fit(_config(tiny_dir, data_dir, tmp_path / "run"), base=base)
+    after = _weights(tuned.lm.base)
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert len(changed) == len(before), set(before) - set(changed)  # every weight moved, embeddings included
+    assert tuned.lm.n_prompt == 0
+    folder = tmp_path / "run"
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert not (folder / checkpoint.WEIGHTS).exists()  # a model folder, not a prompt folder
+    assert json.loads((folder / checkpoint.META).read_text())["method"] == "model-tuning"
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert {"train_loss", "eval_loss", "accuracy", "macro_f1"} <= records[-1].keys()
+    # eval reads the folder as it reads a prompt, and scores what was trained
+    loaded = TunedPrompt.from_pretrained(folder, dtype="float32")
+    for name, value in _weights(loaded.lm.base).items():
+        torch.testing.assert_close(value, after[name], rtol=0, atol=0)
+    done = subprocess.run(
+        [sys.executable, "-m", "softprompt", "eval", str(folder), "--task", "raft/twitter_complaints",
+         "--data-dir", str(data_dir), "--split", "test", "--limit", "8", "--dtype", "float32"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    _, rows, _ = load_named("raft/twitter_complaints", "test", data_dir)
+    assert json.loads(done.stdout)["loss"] == loaded.evaluate(rows[:8])["loss"]
+
+
+def test_model_tuning_resumes_bit_for_bit(tiny_dir, data_dir, tmp_path):
+    straight = fit(_config(tiny_dir, data_dir, tmp_path / "straight"), base=load_base(str(tiny_dir), "float32"))
+    # The same run, stopped after its third step: its newest checkpoint removed with everything written after
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "straight", killed)
+    shutil.rmtree(killed / "checkpoints" / "step-00000004")
+    for name in ("config.json", "model.safetensors", checkpoint.META, "curves.png"):
+        (killed / name).unlink(missing_ok=True)
+    config = _config(tiny_dir, data_dir, killed)
+    resumed = fit(config, base=load_base(str(tiny_dir), "float32"), resume=True)
+    a, b = _weights(straight.lm.base), _weights(resumed.lm.base)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    state = load_file(str(killed / "checkpoints" / "step-00000004" / checkpoint.STATE_TENSORS))
+    assert "prompt" not in state and sum(name.startswith("model.") for name in state) == len(a)

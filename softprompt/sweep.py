@@ -3,21 +3,20 @@ one trained prompt and one held-out result row per run, plus a plot of score aga
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .checkpoint import atomic_write
 from .errors import ParameterError
 from .prompt import INITS
+from .results_table import mean_and_range, read_csv, write_csv
 from .tasks import Row
 from .train import TrainConfig, fit
 
 COLUMNS = ("num_virtual_tokens", "init", "seed", "n", "accuracy", "macro_f1", "loss", "train_steps")
+INTEGERS = ("num_virtual_tokens", "seed", "n", "train_steps")
 
 
 def run_sweep(
@@ -49,26 +48,14 @@ def run_sweep(
         results.append({"num_virtual_tokens": length, "init": init, "seed": seed, "n": metrics["n"],
                         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "loss": metrics["loss"],
                         "train_steps": steps})  # fmt: skip
-        write_csv(results, output / "sweep.csv")
+        write_csv(results, output / "sweep.csv", COLUMNS)
     plot_sweep(results, output / "sweep.png")
     return results
 
 
-def write_csv(results: Sequence[dict], target: Path) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS)
-    writer.writeheader()
-    writer.writerows(results)
-    atomic_write(target, buffer.getvalue().encode())
-
-
-def read_csv(source: Path) -> list[dict]:
-    with open(source, newline="", encoding="utf-8") as handle:
-        return [
-            {**row, "num_virtual_tokens": int(row["num_virtual_tokens"]), "accuracy": float(row["accuracy"]),
-             "macro_f1": float(row["macro_f1"])}
-            for row in csv.DictReader(handle)
-        ]  # fmt: skip
+def read_sweep(source: Path) -> list[dict]:
+    """The rows of a sweep.csv, typed."""
+    return read_csv(source, INTEGERS)
 
 
 def plot_sweep(results: Sequence[dict], target: Path, metric: str = "accuracy") -> None:
@@ -84,10 +71,9 @@ def plot_sweep(results: Sequence[dict], target: Path, metric: str = "accuracy") 
     for init in dict.fromkeys(r["init"] for r in results):
         lengths = sorted({r["num_virtual_tokens"] for r in results if r["init"] == init})
         scores = [[r[metric] for r in results if r["init"] == init and r["num_virtual_tokens"] == n] for n in lengths]
-        means = [sum(s) / len(s) for s in scores]
-        low = [m - min(s) for m, s in zip(means, scores)]
-        high = [max(s) - m for m, s in zip(means, scores)]
-        ax.errorbar(lengths, means, yerr=[low, high], marker="o", capsize=3, label=init)
+        means, low, high = mean_and_range(scores)
+        below, above = [m - lo for m, lo in zip(means, low)], [hi - m for m, hi in zip(means, high)]
+        ax.errorbar(lengths, means, yerr=[below, above], marker="o", capsize=3, label=init)
     ax.set_xscale("log")
     ax.set(xlabel="number of prompt tokens", ylabel=f"held-out {metric}", title="prompt length and initialisation")
     ax.grid(alpha=0.3)

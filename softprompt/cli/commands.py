@@ -129,26 +129,50 @@ def _numbers(text: str, option: str) -> list[int]:
         raise SoftpromptError(f"{option}: expected comma-separated integers, got {text!r}") from None
 
 
-def sweep(args: argparse.Namespace) -> None:
-    from ..sweep import plot_sweep, read_csv, run_sweep
+def _test_rows(args: argparse.Namespace, config) -> list[dict]:
+    """The held-out rows of a grid: --test FILE, or --task's --test-split; the first --test-limit of them."""
     from ..tasks import load_named, read_rows
 
-    if args.plot:
-        plot_sweep(read_csv(Path(args.plot)), Path(args.plot).with_suffix(".png"))
-        return
-    config = _train_config(args)
     if args.test:
         test_rows = read_rows(args.test)
     elif config.task:
         test_rows = load_named(config.task, args.test_split, Path(config.data_dir) if config.data_dir else None)[1]
     else:
-        raise SoftpromptError("sweep needs --test FILE (or --task with a --test-split)")
-    test_rows = test_rows[: args.test_limit] if args.test_limit else test_rows
+        raise SoftpromptError(f"{args.command} needs --test FILE (or --task with a --test-split)")
+    return test_rows[: args.test_limit] if args.test_limit else test_rows
+
+
+def sweep(args: argparse.Namespace) -> None:
+    from ..sweep import plot_sweep, read_sweep, run_sweep
+
+    if args.plot:
+        plot_sweep(read_sweep(Path(args.plot)), Path(args.plot).with_suffix(".png"))
+        return
+    config = _train_config(args)
+    test_rows = _test_rows(args, config)
     lengths, seeds = _numbers(args.lengths, "--lengths"), _numbers(args.seeds, "--seeds")
     inits = [item.strip() for item in args.inits.split(",") if item.strip()]
     results = run_sweep(config, lengths, inits, seeds, test_rows, Path(config.output))
     for row in results:
         print(json.dumps(row))
+
+
+def compare(args: argparse.Namespace) -> None:
+    from ..compare import INTEGERS, METHODS, plot_compare, run_compare
+    from ..results_table import read_csv
+
+    if args.plot:
+        plot_compare(read_csv(Path(args.plot), INTEGERS), Path(args.plot).with_suffix(".png"))
+        return
+    config = _train_config(args)
+    methods = [item.strip() for item in args.methods.split(",") if item.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SoftpromptError(f"--methods: unknown {unknown[0]!r} (choose from {', '.join(METHODS)})")
+    models = [item.strip() for item in args.models.split(",") if item.strip()]
+    seeds = _numbers(args.seeds, "--seeds")
+    results = run_compare(config, models, methods, seeds, _test_rows(args, config), Path(config.output), args.shots)
+    print(f"compare: {len(results)} runs in {Path(config.output) / 'compare.csv'} and compare.png", file=sys.stderr)
 
 
 def transfer(args: argparse.Namespace) -> None:
@@ -213,5 +237,6 @@ COMMANDS = {
     "ensemble": ensemble,
     "inspect": inspect,
     "sweep": sweep,
+    "compare": compare,
     "transfer": transfer,
 }

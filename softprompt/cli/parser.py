@@ -53,6 +53,15 @@ def add_prompt_options(parser: argparse.ArgumentParser, several: bool = False) -
         parser.add_argument("--length-normalize", action="store_true", help="rank labels by mean, not summed, log-prob")
 
 
+def add_grid_options(parser: argparse.ArgumentParser, table: str) -> None:
+    """The held-out rows of a grid of runs, redrawing its plot, and every TrainConfig field."""
+    parser.add_argument("--test", help="labelled file for the held-out score (default: --task's --test-split)")
+    parser.add_argument("--test-split", default="test", help="split of --task used for the held-out score")
+    parser.add_argument("--test-limit", type=int, default=0, help="score on the first N held-out rows only")
+    parser.add_argument("--plot", metavar="CSV", help=f"only redraw the PNG beside an existing {table}")
+    add_config_options(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="softprompt",
@@ -155,11 +164,20 @@ def _toolbox_parsers(sub) -> None:
     sweep.add_argument("--lengths", default="1,5,20,100", help="comma-separated prompt lengths")
     sweep.add_argument("--inits", default="random-uniform,sampled-vocab,class-label", help="comma-separated inits")
     sweep.add_argument("--seeds", default="0", help="comma-separated seeds")
-    sweep.add_argument("--test", help="labelled file for the held-out score (default: --task's --test-split)")
-    sweep.add_argument("--test-split", default="test", help="split of --task used for the held-out score")
-    sweep.add_argument("--test-limit", type=int, default=0, help="score on the first N held-out rows only")
-    sweep.add_argument("--plot", metavar="CSV", help="only redraw the PNG beside an existing sweep.csv")
-    add_config_options(sweep)
+    add_grid_options(sweep, "sweep.csv")
+    compare = sub.add_parser(
+        "compare",
+        help="prompt tuning vs model tuning vs prompt design over models and seeds -> CSV + PNG",
+        description="The paper's Figure 1 for one task: one run per (model, method, seed), each scored on the "
+        "dev rows and on held-out rows, in OUTPUT/compare.csv and OUTPUT/compare.png (held-out macro-F1 "
+        "against parameters, one line per method, mean and range over seeds, majority class beside). A rerun "
+        "skips the runs in the CSV and resumes a run cut short from its checkpoint.",
+    )
+    compare.add_argument("--models", default="smollm2-135m", help="comma-separated models (aliases, folders)")
+    compare.add_argument("--methods", default="prompt-tuning,model-tuning,prompt-design", help="comma-separated")
+    compare.add_argument("--seeds", default="0", help="comma-separated seeds")
+    compare.add_argument("--shots", type=int, default=4, help="examples per prompt-design prompt")
+    add_grid_options(compare, "compare.csv")
     transfer = sub.add_parser(
         "transfer",
         help="train on one task, evaluate zero-shot on another",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .checkpoint import latest_checkpoint
+from .errors import ParameterError
 from .models import EMBEDDED, load_base
 from .prompt_design import run_design
 from .results_table import mean_and_range, read_csv, write_csv
@@ -74,7 +75,13 @@ def run_compare(
         if method != "model-tuning" and (model, config.dtype) not in bases:
             bases.clear()
             bases[model, config.dtype] = load_base(model, config.dtype)
-        tuned, seconds = _run(config, method, shots, bases.get((model, config.dtype)))
+        try:
+            tuned, seconds = _run(config, method, shots, bases.get((model, config.dtype)))
+        except ParameterError as exc:  # model tuning that cannot fit here: the plot shows where it ends
+            if exc.param != "method":
+                raise
+            print(f"compare: {model} {method} not run: {exc}", file=sys.stderr)
+            continue
         _, _, dev_rows = load_data(config)
         dev = tuned.evaluate(dev_rows, config.eval_batch_size) if dev_rows else {}
         test = tuned.evaluate(test_rows, config.eval_batch_size)

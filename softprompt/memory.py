@@ -1,4 +1,4 @@
-"""Handing freed heap memory back to the system.
+"""Handing freed heap memory back to the system, and how much of it there is.
 
 glibc keeps freed heap pages for reuse, so a process's RSS stays at its peak long after the memory was
 freed: the row-major weights prepacking replaced (prepacked.py), or a server's activations after a burst
@@ -26,3 +26,14 @@ def _malloc_trim():
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (macOS, musl)
         return None
+
+
+def available_bytes() -> int | None:
+    """Memory the system can still give (Linux's MemAvailable), or None where that is not known."""
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

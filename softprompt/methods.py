@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from . import checkpoint, hardware
-from .errors import SoftpromptError
+from .errors import ParameterError, SoftpromptError
+from .memory import available_bytes
 from .models import load_base
 from .prompt import SoftPrompt, init_prompt
 from .prompted import ScoringMode
@@ -45,6 +46,7 @@ def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
         # turns off, so such a run scores in the reference mode (the prompt concatenated in front).
         model.gradient_checkpointing_enable()
     if model_tuning:
+        check_room_for_model_tuning(model, config.model)
         model.requires_grad_(True)
         prompt = SoftPrompt(torch.zeros(0, model.config.get_text_config().hidden_size))
         prompt.embedding.requires_grad_(False)
@@ -64,6 +66,22 @@ def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
     meta.update(init=init, init_text=init_text)
     mode = ScoringMode.REFERENCE if config.gradient_checkpointing else ScoringMode.PACKED
     return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, mode)
+
+
+def check_room_for_model_tuning(model, name: str) -> None:
+    """Fail before the first step, not at it, where the gradients and AdamW's two moments (float32, three more
+    copies of every weight) will not fit in the memory left beside the loaded model."""
+    needed = 3 * sum(param.numel() * param.element_size() for param in model.parameters())
+    available = available_bytes()
+    if available is not None and needed > available:
+        raise ParameterError(
+            "method",
+            "model-tuning {name} needs about {need:.1f} GB more for gradients and optimizer state (float32), "
+            "and {free:.1f} GB is available here; prompt-tuning trains a prompt of a few KB instead",
+            name=name,
+            need=needed / 2**30,
+            free=available / 2**30,
+        )
 
 
 def trained_tensors(tuned: TunedPrompt) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -84,3 +85,15 @@ def test_real_model_tuning_moves_the_default_model(data_dir, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "real" / "metrics.jsonl").read_text().splitlines()]
     assert torch.isfinite(torch.tensor(records[-1]["eval_loss"]))
     assert (tmp_path / "real" / "model.safetensors").stat().st_size > 400e6  # all 135M weights, float32
+
+
+def test_model_tuning_that_cannot_fit_fails_before_training(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """Gradients and AdamW's moments need three more float32 copies of the weights: asked for up front."""
+    from softprompt import methods
+    from softprompt.errors import ParameterError
+
+    monkeypatch.setattr(methods, "available_bytes", lambda: 1000)
+    with pytest.raises(ParameterError, match=r"^method: model-tuning .* needs about .* GB more") as err:
+        fit(_config(tiny_dir, data_dir, tmp_path / "run"), base=load_base(str(tiny_dir), "float32"))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from softprompt import compare
-from softprompt.compare import COLUMNS, METHODS, run_compare
+from softprompt.compare import COLUMNS, METHODS, parameter_count, run_compare
+from softprompt.models import load_base
 from softprompt.results_table import read_csv
 from softprompt.tasks import load_named
 from softprompt.train import TrainConfig
@@ -40,3 +41,10 @@ def test_compare_three_methods_on_the_default_model(data_dir, tmp_path, monkeypa
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (output / "compare.png").stat().st_size > 5000
+
+
+def test_parameter_count_sees_through_prepacked_weights(tiny_dir):
+    """bfloat16 on a CPU that runs it natively prepacks the linear weights out of `parameters()`."""
+    plain = parameter_count(load_base(str(tiny_dir), "float32")[0], str(tiny_dir))
+    assert parameter_count(load_base(str(tiny_dir), "bfloat16")[0], str(tiny_dir)) == plain
+    assert plain == sum(p.numel() for p in load_base(str(tiny_dir), "float32")[0].parameters())

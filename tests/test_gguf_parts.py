@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from softprompt import models
+from softprompt.compare import parameter_count
 from softprompt.errors import SoftpromptError
 from softprompt.gguf_parts import SplitGGUF
 
@@ -110,6 +111,7 @@ def test_the_real_ladder_rung_loads_by_name_with_its_untied_output_layer():
     model, tokenizer = models.load_base("qwen2.5-0.5b", "float32")
     assert not model.config.tie_word_embeddings
     assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    assert parameter_count(model, "qwen2.5-0.5b") == 494_032_768  # Qwen's count: the copied output layer left out
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
     out = model.generate(ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :])

@@ -138,7 +138,12 @@ def load_base(ref: str = DEFAULT_MODEL, dtype: str = "auto", prepack: bool = Tru
         # Prepacking reads the weights into memory rather than mapping the file: the row-major weights are
         # then freed as they are laid out, where the pages read from a mapped file would stay counted.
         model = model_cls.from_pretrained(
-            path, config=config, dtype=DTYPES[dtype], attn_implementation=attention, disable_mmap=prepack
+            path,
+            config=config,
+            dtype=DTYPES[dtype],
+            attn_implementation=attention,
+            disable_mmap=prepack,
+            use_safetensors=True,  # never unpickle a weights file
         )
     except OSError as exc:
         raise ParameterError(

@@ -97,3 +97,17 @@ def test_model_tuning_that_cannot_fit_fails_before_training(tiny_dir, data_dir, 
         fit(_config(tiny_dir, data_dir, tmp_path / "run"), base=load_base(str(tiny_dir), "float32"))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_model_folder_holding_only_a_pickle_is_refused_unread(tiny_dir, tmp_path, monkeypatch):
+    """Weights are read from safetensors only: a model folder whose weights are a pickle gets one line."""
+    from softprompt.errors import ParameterError
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_dir, folder)
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a pickle was read"))
+    with pytest.raises(ParameterError, match=r"^model: .*pickled") as err:
+        load_base(str(folder), "float32")
+    assert "\n" not in str(err.value)

@@ -2,6 +2,7 @@
 same server with batching off, and PEFT serving one request at a time (switching adapters), in one run.
 
     python bench/serve.py [--model smollm2-135m] [--concurrency 1,8,64] [--requests 256] [--memory-tasks 20]
+                          [--dtype auto]   (the servers'; PEFT's side runs in float32, its fastest)
 
 Each client sends single-input /v1/classify requests drawn round-robin from four real data sets (RAFT tweets,
 SST-2, CR, SUBJ), each task with its own prompt and labels. Prints one JSON line per (mode, concurrency) with
@@ -30,6 +31,7 @@ DATA = Path(os.environ.get("SOFTPROMPT_DATA") or ROOT.parent / "shared" / "data"
 
 from anchor import peft_base  # noqa: E402
 
+from softprompt.hardware import describe, resolve_dtype  # noqa: E402
 from softprompt.models import load_base  # noqa: E402
 from softprompt.prompt import init_prompt  # noqa: E402
 from softprompt.tasks import Task, read_rows  # noqa: E402
@@ -141,15 +143,18 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--memory-tasks", type=int, default=20)
+    parser.add_argument("--dtype", default="auto", help="the servers' base dtype: auto, float32 or bfloat16")
     args = parser.parse_args()
-    base = load_base(args.model)
+    args.dtype = resolve_dtype(args.dtype)
+    print(json.dumps({"machine": describe(), "dtype": args.dtype}), flush=True)
+    base = load_base(args.model, args.dtype)
     jobs = workload(args.requests)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "prompts"
         write_prompts(prompts, base)
         for mode, extra in (("batching", []), ("no-batching", ["--no-batching"])):
-            with running_server(args.model, prompts, *extra, "--max-queue", "4096") as url:
+            with running_server(args.model, prompts, *extra, "--max-queue", "4096", "--dtype", args.dtype) as url:
                 drive(url, jobs[:16], 4)  # warm-up: every task's prompt cache
                 for concurrency in map(int, args.concurrency.split(",")):
                     result = {"mode": mode, "concurrency": concurrency, **drive(url, jobs, concurrency)}
@@ -177,7 +182,7 @@ def main() -> None:
                 for file in extra.iterdir():
                     file.unlink()
                 extra.rmdir()
-            with running_server(args.model, folder) as url:
+            with running_server(args.model, folder, "--dtype", args.dtype) as url:
                 for name in sorted(p.name for p in folder.iterdir()):  # every task's prompt cache filled
                     row = workload(4)[list(TASKS).index(name.split("-")[0])][1]
                     call(url + "/v1/classify", "POST", {"task": name, "inputs": [row]})

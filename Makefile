@@ -42,7 +42,7 @@ lint: setup
 bench-peft: setup
 	$(BIN)/python bench/seed_recipe.py --dtypes float32,bfloat16
 
-soak: setup  # opt-in server soak (bench/soak.py): 20,000 requests with prompt churn; an hour on 2 shared cores
+soak: setup  # opt-in server soak (bench/soak.py): 20,000 requests with prompt churn; 60-90 minutes on 2 cores
 	$(BIN)/python bench/soak.py
 
 experiments: setup  # every figure in docs/experiments.md (about 70 minutes on 2 cores)

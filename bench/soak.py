@@ -17,7 +17,7 @@ warm-up and at the end (each read with the server idle) and its peak under load,
 stale answers; passes (exit 0) only with zero stale answers, zero 5xx, zero other errors, every task at its
 last acknowledged version at the end, and RSS growth under `--max-rss-growth` percent. Bounded: `--requests`
 requests at most, `--max-minutes` at most; the server is stopped at the end, on failure, Ctrl-C and SIGTERM.
-Takes about an hour on 2 cores shared with other work (bfloat16, ~5 requests/s).
+Takes an hour to 90 minutes on 2 cores (bfloat16: ~5 requests/s alone, 3.7/s shared with other work).
 """
 
 from __future__ import annotations

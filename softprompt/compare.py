@@ -18,7 +18,7 @@ from pathlib import Path
 from .checkpoint import latest_checkpoint
 from .errors import ParameterError
 from .models import EMBEDDED, load_base
-from .prepacked import PrepackedLinear
+from .prepacked import prepacked_parameters
 from .prompt_design import run_design
 from .results_table import mean_and_range, read_csv, write_csv
 from .run_folder import RunFolder
@@ -36,10 +36,7 @@ def parameter_count(model, ref: str) -> int:
     """Parameters as the model has them: every distinct tensor (prepacked linear weights, held outside
     `parameters()`, included), less an output layer that only copies the input embeddings (the Qwen GGUFs
     store a requantised copy of the vocabulary matrix the original shares)."""
-    total = sum(param.numel() for param in model.parameters())
-    for layer in model.modules():
-        if isinstance(layer, PrepackedLinear):
-            total += layer.in_features * layer.out_features + (layer.bias.numel() if layer.bias is not None else 0)
+    total = sum(param.numel() for param in model.parameters()) + prepacked_parameters(model)
     copied = ref in EMBEDDED and EMBEDDED[ref].copied_output
     return total - model.get_output_embeddings().weight.numel() if copied else total
 

@@ -25,22 +25,29 @@ from .train_config import TrainConfig
 from .tuned import TunedPrompt
 
 
+def base_for_run(config: TrainConfig, base, dtype: str, method: str) -> tuple[object, object, dict]:
+    """(model, tokenizer, metadata): `base` if given, else `config.model` loaded in `dtype` (announcing what
+    `auto` chose); the metadata every run's folder records (method, seed, the dtype and machine it ran on)."""
+    if base is None and dtype == "auto":
+        hardware.announce_auto_dtype()
+    model, tokenizer = base or load_base(config.model, dtype)
+    meta = {
+        "method": method,
+        "seed": config.seed,
+        "base_dtype": str(model.dtype).removeprefix("torch."),  # what `auto` chose on this machine
+        "hardware": hardware.describe(),
+    }
+    return model, tokenizer, meta
+
+
 def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
     """The base (loaded unless given as (model, tokenizer)) with what the method trains made ready: a freshly
     initialised prompt on a frozen base, or a trainable base behind a prompt of no tokens; and the metadata
     the output folder records about how it was made."""
     model_tuning = config.method == "model-tuning"
     dtype = "float32" if model_tuning else config.dtype
-    if base is None and dtype == "auto":
-        hardware.announce_auto_dtype()
-    model, tokenizer = base or load_base(config.model, dtype)
-    meta = {
-        "method": config.method,
-        "seed": config.seed,
-        "train_config": dataclasses.asdict(config),
-        "base_dtype": str(model.dtype).removeprefix("torch."),  # what `auto` chose on this machine
-        "hardware": hardware.describe(),
-    }
+    model, tokenizer, meta = base_for_run(config, base, dtype, config.method)
+    meta["train_config"] = dataclasses.asdict(config)
     if config.gradient_checkpointing:
         # Recompute activations in the backward pass; the prompt cache needs `use_cache`, which checkpointing
         # turns off, so such a run scores in the reference mode (the prompt concatenated in front).
@@ -48,8 +55,7 @@ def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
     if model_tuning:
         check_room_for_model_tuning(model, config.model)
         model.requires_grad_(True)
-        prompt = SoftPrompt(torch.zeros(0, model.config.get_text_config().hidden_size))
-        prompt.embedding.requires_grad_(False)
+        prompt = SoftPrompt.frozen(torch.zeros(0, model.config.get_text_config().hidden_size))
         return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, ScoringMode.REFERENCE)
     init_text = config.init_text or task.init_text
     init = config.init or ("text" if init_text else "class-label")

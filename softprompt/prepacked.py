@@ -72,6 +72,15 @@ class PrepackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def prepacked_parameters(model: nn.Module) -> int:
+    """The weights and biases prepacking moved out of `model.parameters()`, counted."""
+    return sum(
+        layer.in_features * layer.out_features + (layer.bias.numel() if layer.bias is not None else 0)
+        for layer in model.modules()
+        if isinstance(layer, PrepackedLinear)
+    )
+
+
 def prepack_linears(model: nn.Module) -> int:
     """Swap the frozen CPU `nn.Linear` layers of `model` (the output embeddings excepted: they are tied to
     the input embeddings in most models) for PrepackedLinear; returns how many were swapped.

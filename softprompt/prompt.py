@@ -26,6 +26,14 @@ class SoftPrompt(nn.Module):
             raise SoftpromptError(f"a soft prompt is a 2-D matrix, got shape {tuple(embedding.shape)}")
         self.embedding = nn.Parameter(embedding.detach().to(torch.float32).clone())
 
+    @classmethod
+    def frozen(cls, embedding: torch.Tensor) -> SoftPrompt:
+        """A prompt that is not trained (prompt design's examples, model tuning's empty prompt), so its
+        keys/values are kept between calls like a trained prompt's at serving time."""
+        prompt = cls(embedding)
+        prompt.embedding.requires_grad_(False)
+        return prompt
+
     @property
     def n_tokens(self) -> int:
         return self.embedding.shape[0]

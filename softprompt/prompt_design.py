@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, hardware
+from . import checkpoint
 from .batching import Encoder
 from .errors import ParameterError
-from .models import load_base
+from .methods import base_for_run
 from .prompt import SoftPrompt
 from .tasks import Row, Task
 from .train import load_data
@@ -69,9 +69,7 @@ def design_prompt(model, encoder: Encoder, rows: Sequence[Row], shots: int, seed
     with torch.no_grad():
         layer = model.get_input_embeddings()
         embeds = layer(torch.tensor([ids], dtype=torch.long, device=layer.weight.device))[0]
-    prompt = SoftPrompt(embeds)
-    prompt.embedding.requires_grad_(False)
-    return prompt, examples[:kept]
+    return SoftPrompt.frozen(embeds), examples[:kept]
 
 
 def run_design(config: TrainConfig, shots: int, base=None, overwrite: bool = False) -> TunedPrompt:
@@ -82,20 +80,10 @@ def run_design(config: TrainConfig, shots: int, base=None, overwrite: bool = Fal
         raise ParameterError("output", "{path} already holds a prompt; pass {overwrite} or another {output}",
                              path=str(output))  # fmt: skip
     task, train_rows, eval_rows = load_data(config)
-    if base is None and config.dtype == "auto":
-        hardware.announce_auto_dtype()
-    model, tokenizer = base or load_base(config.model, config.dtype)
+    model, tokenizer, meta = base_for_run(config, base, config.dtype, "prompt-design")
     encoder = Encoder(task, tokenizer, config.max_length, input_eos=model.config.is_encoder_decoder)
     prompt, examples = design_prompt(model, encoder, train_rows, shots, config.seed)
-    meta = {
-        "method": "prompt-design",
-        "init": "prompt-design",
-        "shots": len(examples),
-        "examples": examples,
-        "seed": config.seed,
-        "base_dtype": str(model.dtype).removeprefix("torch."),
-        "hardware": hardware.describe(),
-    }
+    meta.update(init="prompt-design", shots=len(examples), examples=examples)
     tuned = TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta)
     if eval_rows:
         tuned.meta["metrics"] = tuned.evaluate(eval_rows, config.eval_batch_size)

@@ -93,7 +93,7 @@ class TunedPrompt:
     def _model_tuned(cls, folder: Path, dtype: str, task: Task | None) -> TunedPrompt:
         meta = checkpoint.read_meta(folder)
         model, tokenizer = load_base(str(folder), dtype)
-        empty = SoftPrompt(torch.zeros(0, model.config.get_text_config().hidden_size))
+        empty = SoftPrompt.frozen(torch.zeros(0, model.config.get_text_config().hidden_size))
         return cls.build(
             model, tokenizer, empty, task or Task.from_json(meta["task"]), meta.get("max_length", 64), meta
         )

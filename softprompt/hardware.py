@@ -37,30 +37,34 @@ def native_cpu_bfloat16() -> bool:
     return native and onednn_bfloat16() and cpu_capability().startswith("AVX512")
 
 
-def auto_dtype_reason() -> tuple[str, str]:
-    """(dtype, why) for `auto`: bfloat16 where the GPU or CPU runs it natively, float32 elsewhere."""
+def auto_dtype_reason(serving: bool = False) -> tuple[str, str]:
+    """(dtype, why) for `auto`: bfloat16 where the GPU or CPU runs it natively, float32 elsewhere. A server's
+    small batches (`serving`) take bfloat16 on a CPU only with AMX: with AVX-512 BF16 alone, float32 served
+    about 1.5x the requests per second (docs/benchmarks.md), while training is faster in bfloat16 there."""
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return "bfloat16", f"GPU {name} runs bfloat16 natively"
         return "float32", f"GPU {name} has no native bfloat16"
+    if serving and native_cpu_bfloat16() and not torch.cpu._is_amx_tile_supported():
+        return "float32", f"CPU {cpu_capability()} without AMX: float32 serves small batches faster"
     if native_cpu_bfloat16():
         return "bfloat16", f"CPU {cpu_capability()} with native bfloat16 instructions"
     return "float32", f"CPU {cpu_capability()} without native bfloat16 instructions"
 
 
-def resolve_dtype(name: str) -> str:
-    """A concrete dtype name for `name` (float32, bfloat16, or auto)."""
+def resolve_dtype(name: str, serving: bool = False) -> str:
+    """A concrete dtype name for `name` (float32, bfloat16, or auto; see `auto_dtype_reason` for `serving`)."""
     if name not in DTYPE_CHOICES:
         raise SoftpromptError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {name!r}")
-    return auto_dtype_reason()[0] if name == "auto" else name
+    return auto_dtype_reason(serving)[0] if name == "auto" else name
 
 
 @functools.cache
-def announce_auto_dtype() -> None:
+def announce_auto_dtype(serving: bool = False) -> None:
     """Print what `auto` picks here and why, once per process, so a training or serving log says which dtype
     the run really used (one-shot commands such as `eval` keep their one line of output)."""
-    dtype, why = auto_dtype_reason()
+    dtype, why = auto_dtype_reason(serving)
     print(f"softprompt: dtype auto -> {dtype} ({why})", file=sys.stderr, flush=True)
 
 

@@ -41,3 +41,14 @@ def read_csv(source: Path, integers: Sequence[str]) -> list[dict]:
 def mean_and_range(groups: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
     """Per group (one point's seeds): the mean, the lowest and the highest value."""
     return [sum(g) / len(g) for g in groups], [min(g) for g in groups], [max(g) for g in groups]
+
+
+def format_table(results: Sequence[dict], columns: Sequence[str]) -> str:
+    """Rows as an aligned text table for people (scores to 3 decimals; a missing cell left blank)."""
+    cells = [list(columns)] + [[_cell(row.get(column, "")) for column in columns] for row in results]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells)
+
+
+def _cell(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

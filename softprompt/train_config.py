@@ -40,7 +40,8 @@ class TrainConfig:
     )
     dtype: str = option("auto", DTYPE_HELP + " (the prompt always trains in float32)", DTYPE_CHOICES)
     task: str | None = option(
-        None, "a shipped task: raft/twitter_complaints, glue/sst2 (files from --data-dir / $SOFTPROMPT_DATA)"
+        None,
+        "a shipped task: raft/twitter_complaints, glue/sst2, superglue/rte (files from --data-dir / $SOFTPROMPT_DATA)",
     )
     train: str | None = option(None, "labelled training file (.csv, .tsv, .jsonl) or hf:NAME[:CONFIG]:SPLIT")
     eval: str | None = option(

@@ -86,3 +86,15 @@ def test_predictions_are_written_as_csv_or_jsonl(tmp_path):
     with pytest.raises(ParameterError, match=r"^output: .*p\.txt: use a \.csv or \.jsonl file name") as failed:
         write_predictions(tmp_path / "p.txt", PREDICTIONS, ["complaint", "no complaint"])
     assert failed.value.param == "output" and not (tmp_path / "p.txt").exists()
+
+
+@pytest.mark.parametrize("name", ["seed_recipe", "demo"])
+def test_named_configs_are_valid_train_configs(name):
+    """configs/*.toml, what `make demo` and bench/seed_recipe.py read, parse as flags do and pass validation."""
+    import tomllib
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml"
+    config = TrainConfig.from_dict(tomllib.loads(source.read_text()), str(source))
+    config.validate()
+    assert config.task == "raft/twitter_complaints" and config.dev_fraction == 0.2 and config.model == "smollm2-135m"

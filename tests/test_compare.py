@@ -48,3 +48,19 @@ def test_parameter_count_sees_through_prepacked_weights(tiny_dir):
     plain = parameter_count(load_base(str(tiny_dir), "float32")[0], str(tiny_dir))
     assert parameter_count(load_base(str(tiny_dir), "bfloat16")[0], str(tiny_dir)) == plain
     assert plain == sum(p.numel() for p in load_base(str(tiny_dir), "float32")[0].parameters())
+
+
+def test_summary_is_the_mean_and_range_over_seeds_then_the_majority_class():
+    def run(model, method, seed, accuracy, f1):
+        return {"model": model, "method": method, "seed": seed, "test_accuracy": accuracy, "test_macro_f1": f1,
+                "majority_accuracy": 0.6, "majority_macro_f1": 0.375}  # fmt: skip
+
+    results = [run("a", "prompt-tuning", 0, 0.7, 0.6), run("a", "prompt-design", 0, 0.5, 0.4),
+               run("a", "prompt-tuning", 1, 0.8, 0.7), run("b", "prompt-tuning", 0, 0.9, 0.9)]  # fmt: skip
+    summary = compare.summarize(results)
+    assert [(r["model"], r.get("method")) for r in summary] == [
+        ("a", "prompt-tuning"), ("a", "prompt-design"), ("b", "prompt-tuning"), ("majority class", None)
+    ]  # fmt: skip
+    assert summary[0]["seeds"] == 2 and summary[0]["test_accuracy"] == pytest.approx(0.75)
+    assert summary[0]["test_macro_f1"] == pytest.approx(0.65) and summary[0]["f1_range"] == "0.600-0.700"
+    assert summary[-1]["test_accuracy"] == 0.6 and summary[-1]["test_macro_f1"] == 0.375

@@ -95,3 +95,16 @@ def test_a_training_run_prints_and_records_the_choice(tiny_dir, data_dir, tmp_pa
     assert meta["train_config"]["dtype"] == "auto"
     assert meta["base_dtype"] == dtype
     assert meta["hardware"]["cpu_capability"] == hardware.cpu_capability()
+
+
+@pytest.mark.parametrize(("amx", "expected"), [(False, "float32"), (True, "bfloat16")])
+def test_a_server_takes_bfloat16_on_a_cpu_only_with_amx(monkeypatch, amx, expected):
+    """AVX-512 BF16 alone: training's auto stays bfloat16, serving's is float32 (faster at small batches)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(hardware, "onednn_bfloat16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_capability", lambda: "AVX512")
+    assert hardware.resolve_dtype("auto") == "bfloat16"
+    assert hardware.resolve_dtype("auto", serving=True) == expected
+    assert hardware.resolve_dtype("bfloat16", serving=True) == "bfloat16"  # an explicit dtype is kept

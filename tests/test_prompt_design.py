@@ -129,3 +129,29 @@ def test_eval_reports_the_majority_class_beside_the_scores(tiny, tweets):
     result = tuned.evaluate(picked)
     assert result["majority_accuracy"] == 0.75
     assert result["majority_macro_f1"] == pytest.approx((2 * 3 / (2 * 3 + 1)) / 2)  # F1 of the constant label, / 2
+
+
+def test_eval_sets_prompts_side_by_side_with_the_majority_class(smollm2, data_dir, tmp_path):
+    """`softprompt eval A B` (the demo's last line): a JSON line per prompt, each what that prompt alone scores,
+    and a table on stderr with both and the majority class; one base model loaded for both."""
+    from softprompt.train import fit
+
+    config = TrainConfig(model="smollm2-135m", task="raft/twitter_complaints", data_dir=str(data_dir),
+                         dev_fraction=0.2, max_steps=2, dtype="float32", seed=5, progress=False)  # fmt: skip
+    tuned = fit(TrainConfig(**{**vars(config), "output": str(tmp_path / "tuned")}), base=smollm2)
+    design = run_design(TrainConfig(**{**vars(config), "output": str(tmp_path / "design")}), shots=2, base=smollm2)
+    done = subprocess.run(
+        [sys.executable, "-m", "softprompt", "eval", str(tmp_path / "tuned"), str(tmp_path / "design"), "--task",
+         "raft/twitter_complaints", "--data-dir", str(data_dir), "--limit", "10", "--dtype", "float32"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    _, test_rows, _ = load_named("raft/twitter_complaints", "test", data_dir)
+    for line, prompt, method in zip(lines, (tuned, design), ("prompt-tuning", "prompt-design"), strict=True):
+        assert line["method"] == method and line["n"] == 10
+        assert line["accuracy"] == prompt.evaluate(test_rows[:10])["accuracy"]
+    table = done.stderr.splitlines()[-4:]
+    assert table[0].split() == ["prompt", "method", "accuracy", "macro_f1"]
+    assert table[1].startswith(str(tmp_path / "tuned")) and "prompt-design" in table[2]
+    assert table[3].split()[:2] == ["majority", "class"] and float(table[3].split()[2]) == lines[0]["majority_accuracy"]

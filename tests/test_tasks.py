@@ -289,6 +289,21 @@ def test_load_named_raft_from_data_dir(data_dir):
         load_named("nope", "train", data_dir)
 
 
+def test_load_named_superglue_rte_few_shot(data_dir):
+    """FewGLUE's 32 training and 32 dev examples, scored on SuperGLUE's labelled validation set, which shares
+    no example with them (the scale study's third task)."""
+    splits = {split: load_named("superglue/rte", split, data_dir) for split in ("train", "dev", "test")}
+    assert {split: len(rows) for split, (_, rows, _) in splits.items()} == {"train": 32, "dev": 32, "test": 277}
+    for task, rows, source in splits.values():
+        task.check(rows, source)
+        assert set(task.labels) == {r["label"] for r in rows} == {"entailment", "not_entailment"}
+        assert task.label_words == ["True", "False"]
+    pairs = [{(r["premise"], r["hypothesis"]) for r in rows} for _, rows, _ in splits.values()]
+    assert not pairs[0] & pairs[2] and not pairs[1] & pairs[2]
+    task, rows, _ = splits["train"]
+    assert task.render(rows[0]).endswith(f"Question : {rows[0]['hypothesis']} True or False ? Answer : ")
+
+
 # --- dev splits ---------------------------------------------------------------------------------------------------
 
 

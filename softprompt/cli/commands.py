@@ -71,11 +71,34 @@ def _load(args: argparse.Namespace):
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    tuned = _load(args)
+    from ..results_table import format_table
+
     rows, source = _rows(args)
-    tuned.task.check(rows, source)
-    result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize)
-    print(json.dumps({"data": source, **result}))
+    results = []
+    for folder, tuned in _load_each(args):
+        tuned.task.check(rows, source)
+        result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize)
+        results.append({"prompt": folder, "method": tuned.meta.get("method", "prompt-tuning"), **result})
+        print(json.dumps({"data": source, **results[-1]}), flush=True)
+    if len(results) > 1:
+        majority = {"prompt": "majority class", "accuracy": result["majority_accuracy"],
+                    "macro_f1": result["majority_macro_f1"]}  # fmt: skip
+        print(format_table([*results, majority], ("prompt", "method", "accuracy", "macro_f1")), file=sys.stderr)
+
+
+def _load_each(args: argparse.Namespace):
+    """(folder, TunedPrompt) for each of `eval`'s folders, in order; prompts of one base model share it loaded."""
+    from ..checkpoint import read_meta
+    from ..tuned import TunedPrompt
+
+    bases: dict[str, tuple] = {}
+    for folder in args.prompts:
+        meta = read_meta(Path(folder))
+        ref = None if meta.get("method") == "model-tuning" else args.model or meta.get("base_model")
+        tuned = TunedPrompt.from_pretrained(folder, base=bases.get(ref), dtype=args.dtype, model=args.model)
+        if ref:
+            bases.setdefault(ref, (tuned.lm.base, tuned.tokenizer))
+        yield folder, tuned
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -163,8 +186,8 @@ def sweep(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from ..compare import INTEGERS, METHODS, plot_compare, run_compare
-    from ..results_table import read_csv
+    from ..compare import INTEGERS, METHODS, plot_compare, run_compare, summarize
+    from ..results_table import format_table, read_csv
 
     if args.plot:
         plot_compare(read_csv(Path(args.plot), INTEGERS), Path(args.plot).with_suffix(".png"))
@@ -178,6 +201,8 @@ def compare(args: argparse.Namespace) -> None:
     seeds = _numbers(args.seeds, "--seeds")
     results = run_compare(config, models, methods, seeds, _test_rows(args, config), Path(config.output), args.shots)
     print(f"compare: {len(results)} runs in {Path(config.output) / 'compare.csv'} and compare.png", file=sys.stderr)
+    columns = ("model", "method", "seeds", "test_accuracy", "test_macro_f1", "f1_range")
+    print(format_table(summarize(results), columns))
 
 
 def transfer(args: argparse.Namespace) -> None:

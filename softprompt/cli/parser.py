@@ -34,12 +34,18 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag(field.name), type=kind, default=None, help=f"{help} (default: {field.default})")
 
 
-def add_prompt_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
-    """The prompt folder(s) to apply, the rows to apply them to, and the base model to run them on."""
+PROMPT_FOLDER = "prompt folder written by `softprompt train` or `design` (or PEFT with softprompt.json)"
+
+
+def add_prompt_options(parser: argparse.ArgumentParser, several: bool = False, prompts: str | None = None) -> None:
+    """The prompt folder(s) to apply, the rows to apply them to, and the base model to run them on: one folder,
+    or with `prompts` (their help) a list of them; `several` for an ensemble's members."""
     if several:
         parser.add_argument("prompts", nargs="+", help="two or more prompt folders of the same task")
+    elif prompts:
+        parser.add_argument("prompts", nargs="+", help=prompts)
     else:
-        parser.add_argument("prompt", help="prompt folder written by `softprompt train` (or PEFT with softprompt.json)")
+        parser.add_argument("prompt", help=PROMPT_FOLDER)
     parser.add_argument("--data", help="labelled file to read (.csv, .tsv, .jsonl, hf:...)")
     parser.add_argument("--task", help="read a shipped task's split instead of --data")
     parser.add_argument("--split", default="test", help="split of --task (default: test)")
@@ -82,8 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     design.add_argument("--shots", type=int, default=4, help="examples in the prompt (default: 4)")
     design.add_argument("--overwrite", action="store_true", help="replace the prompt in --output")
     add_config_options(design)
-    evaluate = sub.add_parser("eval", help="held-out metrics as one JSON line", description="Evaluate a prompt.")
-    add_prompt_options(evaluate)
+    evaluate = sub.add_parser(
+        "eval",
+        help="held-out metrics as one JSON line per prompt",
+        description="Evaluate prompts: one JSON line each; several are scored on the same rows and set side by "
+        "side, with the majority class, in a table on stderr.",
+    )
+    add_prompt_options(evaluate, prompts=f"one or more: {PROMPT_FOLDER}")
     evaluate.add_argument(
         "--method",
         choices=("rank", "generate"),
@@ -109,7 +120,8 @@ def _serve_parser(sub) -> None:
     )
     serve.add_argument("--model", default="smollm2-135m", help="base model (default: smollm2-135m)")
     serve.add_argument("--prompts", required=True, help="folder of prompt folders; each folder's name is a task")
-    serve.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    serving_auto = "; a server on a CPU without AMX takes float32 (faster at small batches)"
+    serve.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP + serving_auto)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-batch", type=int, default=32, help="rows per model forward")

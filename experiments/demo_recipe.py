@@ -5,7 +5,9 @@ so each seed scores on different dev tweets) and keeps its best prompt by dev lo
 configuration is its mean best dev macro-F1 over the seeds (ties: mean dev loss). One line per run goes to
 OUTPUT/recipes.csv as it ends, so a rerun skips what is done.
 
-    python experiments/demo_recipe.py [--model smollm2-135m] [--seeds 1,2,3] [--output runs/demo-recipe]
+    python experiments/demo_recipe.py --lengths 8,20 --inits text,class-label,sampled-vocab --seeds 1,2
+    python experiments/demo_recipe.py --lengths 8 --inits text --optimizers adamw:0.03,adafactor:0.3 \
+        --steps 50,100 --seeds 1,2,3     # the second round, on the first round's winner
 """
 
 from __future__ import annotations
@@ -27,13 +29,9 @@ from softprompt.models import load_base  # noqa: E402
 from softprompt.results_table import read_csv, write_csv  # noqa: E402
 from softprompt.train import TrainConfig, fit  # noqa: E402
 
-GRID = {  # what a user would try first: prompt length and init, with the seed recipe's optimiser
-    "num_virtual_tokens": (8, 20),
-    "init": ("text", "class-label", "sampled-vocab"),
-    "optimizer_lr": (("adamw", 3e-2),),
-}
-COLUMNS = ("num_virtual_tokens", "init", "optimizer", "lr", "seed", "best_step", "dev_loss", "dev_accuracy",
-           "dev_macro_f1")  # fmt: skip
+COLUMNS = ("num_virtual_tokens", "init", "optimizer", "lr", "max_steps", "verbalizer", "seed", "best_step", "dev_loss",
+           "dev_accuracy", "dev_macro_f1")  # fmt: skip
+INTEGERS = ("num_virtual_tokens", "max_steps", "seed", "best_step")
 
 
 def best_eval(folder: Path) -> dict:
@@ -46,30 +44,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--lengths", default="8,20", help="prompt lengths")
+    parser.add_argument("--inits", default="text,class-label,sampled-vocab")
+    parser.add_argument("--optimizers", default="adamw:0.03", help="optimizer:lr pairs")
+    parser.add_argument("--steps", default="50", help="max steps (the prompt kept is the one of lowest dev loss)")
+    parser.add_argument("--verbalizers", default="", help="';'-separated label -> word maps ('' = the task's words)")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--max-steps", type=int, default=50)
     parser.add_argument("--output", default="runs/demo-recipe")
     args = parser.parse_args()
     output = Path(args.output)
     target = output / "recipes.csv"
-    rows = read_csv(target, ("num_virtual_tokens", "seed", "best_step")) if target.is_file() else []
-    done = {(r["num_virtual_tokens"], r["init"], r["optimizer"], float(r["lr"]), r["seed"]) for r in rows}
+    rows = read_csv(target, INTEGERS) if target.is_file() else []
+    done = {(*_config(r), r["seed"]) for r in rows}
     model, tokenizer = load_base(args.model, args.dtype)
     print(json.dumps({"machine": describe(), "dtype": str(model.dtype).removeprefix("torch.")}), flush=True)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    for tokens, init, (optimizer, lr), seed in itertools.product(*GRID.values(), seeds):
-        if (tokens, init, optimizer, lr, seed) in done:
+    optimizers = [(name, float(lr)) for name, lr in (pair.split(":") for pair in args.optimizers.split(","))]
+    inits = args.inits.split(",")
+    verbalizers = args.verbalizers.split(";")
+    grid = itertools.product(_ints(args.lengths), inits, optimizers, _ints(args.steps), verbalizers, _ints(args.seeds))
+    for tokens, init, (optimizer, lr), steps, verbalizer, seed in grid:
+        if (tokens, init, optimizer, lr, steps, verbalizer, seed) in done:
             continue
-        folder = output / "runs" / f"len{tokens}-{init}-{optimizer}-{lr:g}-seed{seed}"
+        words = "-" + "-".join(part.split("=")[1] for part in verbalizer.split(",")) if verbalizer else ""
+        folder = output / "runs" / f"len{tokens}-{init}-{optimizer}-{lr:g}-steps{steps}{words}-seed{seed}"
         config = TrainConfig(
             model=args.model, dtype=args.dtype, task="raft/twitter_complaints", dev_fraction=0.2,
-            num_virtual_tokens=tokens, init=init, optimizer=optimizer, lr=lr, max_steps=args.max_steps,
-            keep_best="loss", seed=seed, output=str(folder), progress=False,
+            num_virtual_tokens=tokens, init=init, optimizer=optimizer, lr=lr, max_steps=steps,
+            verbalizer=verbalizer or None, keep_best="loss", seed=seed, output=str(folder), progress=False,
         )  # fmt: skip
         fit(config, base=(model, tokenizer), overwrite=True)
         best = best_eval(folder)
-        rows.append({"num_virtual_tokens": tokens, "init": init, "optimizer": optimizer, "lr": lr, "seed": seed,
-                     "best_step": best["step"], "dev_loss": best["eval_loss"], "dev_accuracy": best["accuracy"],
+        rows.append({"num_virtual_tokens": tokens, "init": init, "optimizer": optimizer, "lr": lr,
+                     "max_steps": steps, "verbalizer": verbalizer, "seed": seed, "best_step": best["step"],
+                     "dev_loss": best["eval_loss"], "dev_accuracy": best["accuracy"],
                      "dev_macro_f1": best["macro_f1"]})  # fmt: skip
         write_csv(rows, target, COLUMNS)
         print(json.dumps(rows[-1]), flush=True)
@@ -83,7 +90,12 @@ def main() -> None:
 
 
 def _config(row: dict) -> tuple:
-    return row["num_virtual_tokens"], row["init"], row["optimizer"], float(row["lr"])
+    keys = ("num_virtual_tokens", "init", "optimizer")
+    return *(row[key] for key in keys), float(row["lr"]), row["max_steps"], row.get("verbalizer", "")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(item) for item in text.split(",")]
 
 
 if __name__ == "__main__":

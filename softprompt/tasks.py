@@ -72,6 +72,10 @@ class Task:
             raise ParameterError(
                 "template", "{template!r}: use plain {{field}} placeholders (no ':' or '!')", template=self.template
             )
+        unknown = [label for label in self.verbalizer if self.labels and label not in self.labels]
+        if unknown:
+            raise ParameterError("verbalizer", "{label!r} is not a label (labels: {labels})", label=unknown[0],
+                                 labels=", ".join(self.labels))  # fmt: skip
 
     @property
     def label_words(self) -> list[str]:

@@ -38,9 +38,13 @@ def load_data(config: TrainConfig) -> tuple[Task, list[Row], list[Row] | None]:
     """The task and its training rows, plus evaluation rows from --eval or a dev split carved from train."""
     data_dir = Path(config.data_dir) if config.data_dir else None
     if config.task:
+        if config.label_field or config.labels:
+            raise ParameterError("task", "takes its {label_field} and {labels} from the task; give them with {train}")
         task, rows, source = load_named(config.task, "train", data_dir)
-        if config.template:
-            task.template = config.template
+        overrides = {"template": config.template} if config.template else {}
+        if config.verbalizer:
+            overrides["verbalizer"] = parse_mapping(config.verbalizer, "verbalizer")
+        task = dataclasses.replace(task, **overrides)  # checked again, as a task built from flags is
     else:
         if not config.template or not config.label_field:
             raise ParameterError("train", "needs {template} and {label_field}")

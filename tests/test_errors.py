@@ -52,7 +52,13 @@ TRAIN_CASES = {
     ),
     "empty-input": (b"text,label\nfine,a\n,b\n", ["--template", "{text}"], ["row 2", "empty input", "text"]),
     "bogus-optimizer": (b"text,label\nhello,a\n", ["--optimizer", "bogus"], ["--optimizer", "'bogus'"]),
+    "verbalizer-not-a-label": (
+        b"text,label\nfine,a\nbad,b\n",
+        ["--verbalizer", "a=yes,c=no"],
+        ["--verbalizer", "'c' is not a label", "(labels: a, b)"],
+    ),
 }
+OPTION_ERRORS = ("bogus-optimizer", "verbalizer-not-a-label")  # these name the option, not the file
 OTHER_CASES = ["unknown-task", "hidden-size", "pickle-only"]
 
 
@@ -78,7 +84,7 @@ def train_case(root: Path, name: str, tiny_dir: Path) -> Case:
         output,
         *extra,
     ]
-    named = [] if name == "bogus-optimizer" else [train.name]  # an option error names the option instead
+    named = [] if name in OPTION_ERRORS else [train.name]
     return Case(args, named + needles, output)
 
 

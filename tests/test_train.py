@@ -243,3 +243,19 @@ def test_a_checkpoint_from_before_the_epoch_closed_resumes_to_the_same_prompt(ti
     assert [(r["step"], r["epoch"], r["eval_loss"]) for r in records] == [
         (r["step"], r["epoch"], r["eval_loss"]) for r in straight
     ]
+
+
+def test_a_shipped_task_takes_template_and_verbalizer_flags_and_refuses_label_flags(data_dir):
+    """--template and --verbalizer reshape a named task (checked as any task); its labels are its own."""
+    from softprompt.errors import ParameterError
+    from softprompt.train import load_data
+
+    config = TrainConfig(task="raft/twitter_complaints", data_dir=str(data_dir), template="Tweet : {Tweet text} ? ",
+                         verbalizer="complaint=yes,no complaint=no")  # fmt: skip
+    task, rows, _ = load_data(config)
+    assert task.label_words == ["yes", "no"] and task.fields == ["Tweet text"]
+    assert task.render(rows[0]) == f"Tweet : {rows[0]['Tweet text']} ? "
+    with pytest.raises(ParameterError, match="'maybe' is not a label"):
+        load_data(dataclasses.replace(config, verbalizer="maybe=yes"))
+    with pytest.raises(ParameterError, match="takes its label_field and labels from the task"):
+        load_data(dataclasses.replace(config, label_field="Label"))

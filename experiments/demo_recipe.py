@@ -8,6 +8,8 @@ OUTPUT/recipes.csv as it ends, so a rerun skips what is done.
     python experiments/demo_recipe.py --lengths 8,20 --inits text,class-label,sampled-vocab --seeds 1,2
     python experiments/demo_recipe.py --lengths 8 --inits text --optimizers adamw:0.03,adafactor:0.3 \
         --steps 50,100 --seeds 1,2,3     # the second round, on the first round's winner
+    python experiments/demo_recipe.py --lengths 8 --inits text --verbalizers "complaint=yes,no complaint=no" \
+        --seeds 1,2,3                    # the third: one-token label words
 """
 
 from __future__ import annotations

@@ -46,9 +46,9 @@ def auto_dtype_reason(serving: bool = False) -> tuple[str, str]:
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return "bfloat16", f"GPU {name} runs bfloat16 natively"
         return "float32", f"GPU {name} has no native bfloat16"
-    if serving and native_cpu_bfloat16() and not torch.cpu._is_amx_tile_supported():
-        return "float32", f"CPU {cpu_capability()} without AMX: float32 serves small batches faster"
     if native_cpu_bfloat16():
+        if serving and not torch.cpu._is_amx_tile_supported():
+            return "float32", f"CPU {cpu_capability()} without AMX: float32 serves small batches faster"
         return "bfloat16", f"CPU {cpu_capability()} with native bfloat16 instructions"
     return "float32", f"CPU {cpu_capability()} without native bfloat16 instructions"
 

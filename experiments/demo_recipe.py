@@ -10,6 +10,11 @@ OUTPUT/recipes.csv as it ends, so a rerun skips what is done.
         --steps 50,100 --seeds 1,2,3     # the second round, on the first round's winner
     python experiments/demo_recipe.py --lengths 8 --inits text --verbalizers "complaint=yes,no complaint=no" \
         --seeds 1,2,3                    # the third: one-token label words
+    python experiments/demo_recipe.py --lengths 8 --inits prompt-design \
+        --optimizers adamw:0.003,adamw:0.01,adamw:0.03 --output runs/recipe-design-smollm2    # the fourth:
+    python experiments/demo_recipe.py --model qwen2.5-0.5b --dtype float32 --lengths 8 --inits prompt-design \
+        --optimizers adamw:0.001,adamw:0.003,adamw:0.01 --steps 30 --seeds 1 --output runs/recipe-design-qwen0.5b
+                                         # the prompt started from 4 examples (its length is theirs, not --lengths)
 """
 
 from __future__ import annotations

@@ -42,11 +42,11 @@ def parameter_count(model, ref: str) -> int:
     return total - model.get_output_embeddings().weight.numel() if copied else total
 
 
-def _run(config: TrainConfig, method: str, shots: int, shared) -> tuple[TunedPrompt, float]:
+def _run(config: TrainConfig, method: str, shared) -> tuple[TunedPrompt, float]:
     """One run of `method`; a prompt-tuning or prompt-design run shares `shared`, the base it never changes."""
     start = time.perf_counter()
     if method == "prompt-design":
-        return run_design(config, shots, base=shared, overwrite=True), time.perf_counter() - start
+        return run_design(config, base=shared, overwrite=True), time.perf_counter() - start
     config = dataclasses.replace(config, method=method)
     resume = latest_checkpoint(RunFolder(config.output).checkpoints) is not None
     base = shared if method == "prompt-tuning" else None  # model tuning loads its own copy, in float32
@@ -61,7 +61,6 @@ def run_compare(
     seeds: Sequence[int],
     test_rows: Sequence[Row],
     output: Path,
-    shots: int = 4,
 ) -> list[dict]:
     """Every (model, method, seed) not yet in OUTPUT/compare.csv, then the plot; returns all rows."""
     target = output / "compare.csv"
@@ -79,7 +78,7 @@ def run_compare(
             bases.clear()
             bases[model, config.dtype] = load_base(model, config.dtype)
         try:
-            tuned, seconds = _run(config, method, shots, bases.get((model, config.dtype)))
+            tuned, seconds = _run(config, method, bases.get((model, config.dtype)))
         except ParameterError as exc:  # model tuning that cannot fit here: the plot shows where it ends
             if exc.param != "method":
                 raise

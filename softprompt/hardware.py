@@ -61,11 +61,17 @@ def resolve_dtype(name: str, serving: bool = False) -> str:
 
 
 @functools.cache
-def announce_auto_dtype(serving: bool = False) -> None:
-    """Print what `auto` picks here and why, once per process, so a training or serving log says which dtype
-    the run really used (one-shot commands such as `eval` keep their one line of output)."""
-    dtype, why = auto_dtype_reason(serving)
-    print(f"softprompt: dtype auto -> {dtype} ({why})", file=sys.stderr, flush=True)
+def announce_dtype(name: str = "auto", serving: bool = False) -> None:
+    """Print the dtype a run uses and the machine it runs on (for `auto`: what it picks here and why), once per
+    process, so a training or serving log says what its figures came from (one-shot commands such as `eval`
+    keep their one line of output)."""
+    if name == "auto":
+        dtype, why = auto_dtype_reason(serving)
+        line = f"dtype auto -> {dtype} ({why})"
+    else:
+        where = f"GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else f"CPU {cpu_capability()}"
+        line = f"dtype {name} (on {where})"
+    print(f"softprompt: {line}", file=sys.stderr, flush=True)
 
 
 def describe() -> dict[str, object]:

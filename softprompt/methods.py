@@ -15,22 +15,25 @@ import torch
 from safetensors.torch import load_file
 
 from . import checkpoint, hardware
+from .batching import Encoder
+from .demonstrations import demonstrations
 from .errors import ParameterError, SoftpromptError
 from .memory import available_bytes
 from .models import load_base
 from .prompt import SoftPrompt, init_prompt
 from .prompted import ScoringMode
-from .tasks import Task
-from .train_config import TrainConfig
+from .tasks import Row, Task
+from .train_config import DESIGN_INIT, TrainConfig
 from .tuned import TunedPrompt
 
 
 def base_for_run(config: TrainConfig, base, dtype: str, method: str) -> tuple[object, object, dict]:
-    """(model, tokenizer, metadata): `base` if given, else `config.model` loaded in `dtype` (announcing what
-    `auto` chose); the metadata every run's folder records (method, seed, the dtype and machine it ran on)."""
-    if base is None and dtype == "auto":
-        hardware.announce_auto_dtype()
+    """(model, tokenizer, metadata): `base` if given, else `config.model` loaded in `dtype` (announcing the
+    dtype and the machine); the metadata every run's folder records (method, seed, the dtype and machine it
+    ran on)."""
     model, tokenizer = base or load_base(config.model, dtype)
+    if base is None:  # once it loaded: a model that fails to load leaves its one-line error alone
+        hardware.announce_dtype(dtype)
     meta = {
         "method": method,
         "seed": config.seed,
@@ -40,10 +43,10 @@ def base_for_run(config: TrainConfig, base, dtype: str, method: str) -> tuple[ob
     return model, tokenizer, meta
 
 
-def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
+def make_tuned(config: TrainConfig, task: Task, rows: list[Row], base=None) -> TunedPrompt:
     """The base (loaded unless given as (model, tokenizer)) with what the method trains made ready: a freshly
-    initialised prompt on a frozen base, or a trainable base behind a prompt of no tokens; and the metadata
-    the output folder records about how it was made."""
+    initialised prompt on a frozen base (from the training `rows` with --init prompt-design), or a trainable
+    base behind a prompt of no tokens; and the metadata the output folder records about how it was made."""
     model_tuning = config.method == "model-tuning"
     dtype = "float32" if model_tuning else config.dtype
     model, tokenizer, meta = base_for_run(config, base, dtype, config.method)
@@ -59,19 +62,35 @@ def make_tuned(config: TrainConfig, task: Task, base=None) -> TunedPrompt:
         return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, ScoringMode.REFERENCE)
     init_text = config.init_text or task.init_text
     init = config.init or ("text" if init_text else "class-label")
-    prompt = init_prompt(
-        config.num_virtual_tokens,
-        model.get_input_embeddings(),
-        tokenizer,
-        init,
-        seed=config.seed,
-        init_text=init_text,
-        label_words=task.label_words,
-        init_range=config.init_range,
-    )
-    meta.update(init=init, init_text=init_text)
+    if init == DESIGN_INIT:
+        prompt = _design_init(config, task, rows, model, tokenizer)
+        meta.update(init=init, shots=config.shots)
+    else:
+        prompt = init_prompt(
+            config.num_virtual_tokens,
+            model.get_input_embeddings(),
+            tokenizer,
+            init,
+            seed=config.seed,
+            init_text=init_text,
+            label_words=task.label_words,
+            init_range=config.init_range,
+        )
+        meta.update(init=init, init_text=init_text)
     mode = ScoringMode.REFERENCE if config.gradient_checkpointing else ScoringMode.PACKED
     return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, mode)
+
+
+def _design_init(config: TrainConfig, task: Task, rows: list[Row], model, tokenizer) -> SoftPrompt:
+    """A trainable prompt that starts as prompt design's: `shots` examples written out, one vector a token, so
+    step 0 scores exactly as the untrained baseline and training can only move on from it."""
+    if config.shots < 1:
+        raise ParameterError("shots", "--init prompt-design needs at least 1 example, got {shots}", shots=config.shots)
+    encoder = Encoder(task, tokenizer, config.max_length, input_eos=model.config.is_encoder_decoder)
+    embeds, _ = demonstrations(model, encoder, rows, config.shots, config.seed)
+    if not len(embeds):
+        raise ParameterError("max_length", "leaves no room for a single example in the model's context")
+    return SoftPrompt(embeds)
 
 
 def check_room_for_model_tuning(model, name: str) -> None:

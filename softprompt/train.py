@@ -98,7 +98,7 @@ class Trainer:
     ) -> Trainer:
         """Load the data and the model (unless `base` is given) and make the prompt the config asks for."""
         task, train_rows, eval_rows = load_data(config)
-        tuned = make_tuned(config, task, base)
+        tuned = make_tuned(config, task, train_rows, base)
         parallel = parallel or DataParallel()
         return cls(config, tuned, train_rows, eval_rows, folder or RunFolder(config.output, parallel.main), parallel)
 

@@ -17,6 +17,7 @@ from .models import DEFAULT_MODEL
 from .prompt import INITS
 
 METRICS = ("loss", "accuracy", "macro_f1")
+DESIGN_INIT = "prompt-design"  # the prompt starts as `shots` demonstrations (demonstrations.py), not from INITS
 METHODS = ("prompt-tuning", "model-tuning")
 OPTIMIZERS = ("adamw", "adafactor")
 DTYPE_HELP = "base dtype: auto (bfloat16 where the CPU or GPU runs it natively, else float32), float32, bfloat16"
@@ -60,13 +61,15 @@ class TrainConfig:
         None, "comma-separated label values (default: those found in the training file; \\, escapes a comma)"
     )
     verbalizer: str | None = option(None, 'label value -> word, e.g. "0=negative,1=positive"')
-    num_virtual_tokens: int = option(8, "number of prompt vectors")
+    num_virtual_tokens: int = option(8, "number of prompt vectors (with --init prompt-design: the examples' tokens)")
     init: str | None = option(
         None,  # text when the task has an init text, else class-label (the paper's default)
-        "random-uniform | first-vocab | sampled-vocab | text | class-label "
-        "(default: text when there is an init text, else class-label)",
-        INITS,
+        "random-uniform | first-vocab | sampled-vocab | text | class-label | prompt-design (start from --shots "
+        "training examples written out, as `design` makes them) (default: text when there is an init text, "
+        "else class-label)",
+        (*INITS, DESIGN_INIT),
     )
+    shots: int = option(4, "training examples in a prompt-design prompt (`design`, `compare`, --init prompt-design)")
     init_text: str | None = option(None, "text for --init text (default: the task's)")
     init_range: float = option(0.5, "half-width of the random-uniform init")
     optimizer: str = option(

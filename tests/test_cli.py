@@ -97,4 +97,5 @@ def test_named_configs_are_valid_train_configs(name):
     source = Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml"
     config = TrainConfig.from_dict(tomllib.loads(source.read_text()), str(source))
     config.validate()
-    assert config.task == "raft/twitter_complaints" and config.dev_fraction == 0.2 and config.model == "smollm2-135m"
+    assert config.task == "raft/twitter_complaints" and config.dev_fraction == 0.2
+    assert config.model == {"seed_recipe": "smollm2-135m", "demo": "qwen2.5-0.5b"}[name]

@@ -20,9 +20,9 @@ def test_compare_three_methods_on_the_default_model(data_dir, tmp_path, monkeypa
     output = tmp_path / "cmp"
     config = TrainConfig(model="smollm2-135m", task="raft/twitter_complaints", data_dir=str(data_dir),
                          dev_fraction=0.2, max_steps=1, batch_size=4, dtype="float32", output=str(output),
-                         progress=False)  # fmt: skip
+                         shots=2, progress=False)  # fmt: skip
     _, test_rows, _ = load_named("raft/twitter_complaints", "test", data_dir)
-    results = run_compare(config, ["smollm2-135m"], METHODS, [0], test_rows[:16], output, shots=2)
+    results = run_compare(config, ["smollm2-135m"], METHODS, [0], test_rows[:16], output)
     table = read_csv(output / "compare.csv", compare.INTEGERS)
     assert [r["method"] for r in table] == list(METHODS) and table == results
     assert list(table[0]) == list(COLUMNS)

@@ -25,13 +25,17 @@ def _cpu_flags() -> set[str]:
 
 
 def test_auto_picks_float32_on_an_avx2_cpu():
-    code = "from softprompt import hardware; hardware.announce_auto_dtype(); print(hardware.resolve_dtype('auto'))"
+    code = "from softprompt import hardware; hardware.announce_dtype(); print(hardware.resolve_dtype('auto'))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **AVX2}
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "float32"
     assert "dtype auto -> float32 (CPU AVX2 without native bfloat16 instructions)" in done.stderr
+    code = "from softprompt import hardware; hardware.announce_dtype('float32')"
+    given = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, **AVX2})  # fmt: skip
+    assert given.stderr.strip() == "softprompt: dtype float32 (on CPU AVX2)"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this host has a GPU: auto follows the GPU, not the CPU")

@@ -15,9 +15,12 @@ import pytest
 import torch
 
 from softprompt.batching import Encoder
+from softprompt.demonstrations import demonstration_ids, demonstrations, draw_examples
 from softprompt.errors import SoftpromptError
 from softprompt.evaluate import label_scores
-from softprompt.prompt_design import demonstration_ids, design_prompt, draw_examples, run_design
+from softprompt.methods import make_tuned
+from softprompt.prompt import SoftPrompt
+from softprompt.prompt_design import run_design
 from softprompt.tasks import load_named
 from softprompt.train_config import TrainConfig
 from softprompt.tuned import TunedPrompt
@@ -44,8 +47,8 @@ def _plain_scores(model, encoder: Encoder, prefix: list[int], rows) -> torch.Ten
 
 def _design_scores(model, tokenizer, task, train_rows, rows, shots: int, seed: int = 0):
     encoder = Encoder(task, tokenizer, 64)
-    prompt, examples = design_prompt(model, encoder, train_rows, shots, seed)
-    tuned = TunedPrompt.build(model, tokenizer, prompt, task, 64)
+    embeds, examples = demonstrations(model, encoder, train_rows, shots, seed)
+    tuned = TunedPrompt.build(model, tokenizer, SoftPrompt.frozen(embeds), task, 64)
     scores, _ = label_scores(tuned.lm, tuned.encoder, rows, batch_size=4)
     return scores, encoder, examples
 
@@ -96,8 +99,9 @@ def test_design_trains_nothing_and_saves_a_folder_eval_reads(tiny, tiny_dir, dat
     model, tokenizer = tiny
     before = _weights_digest(model)
     config = TrainConfig(model=str(tiny_dir), task="raft/twitter_complaints", data_dir=str(data_dir),
-                         dev_fraction=0.2, output=str(tmp_path / "design"), seed=3, dtype="float32")  # fmt: skip
-    tuned = run_design(config, shots=2, base=tiny)
+                         dev_fraction=0.2, output=str(tmp_path / "design"), seed=3, dtype="float32",
+                         shots=2)  # fmt: skip
+    tuned = run_design(config, base=tiny)
     assert _weights_digest(model) == before  # the base is untouched
     assert not tuned.lm.prompt.embedding.requires_grad
     meta = json.loads((tmp_path / "design" / "softprompt.json").read_text())
@@ -113,16 +117,17 @@ def test_design_trains_nothing_and_saves_a_folder_eval_reads(tiny, tiny_dir, dat
     offline = TunedPrompt.from_pretrained(tmp_path / "design", base=tiny)
     _, test_rows, _ = load_named("raft/twitter_complaints", "test", data_dir)
     assert result["accuracy"] == offline.evaluate(test_rows[:12])["accuracy"]
-    again = run_design(config, shots=2, base=tiny, overwrite=True)  # the same seed, the same prompt
+    again = run_design(config, base=tiny, overwrite=True)  # the same seed, the same prompt
     assert torch.equal(again.lm.prompt.embedding, tuned.lm.prompt.embedding)
     with pytest.raises(SoftpromptError, match="already holds a prompt"):
-        run_design(config, shots=2, base=tiny)
+        run_design(config, base=tiny)
 
 
 def test_eval_reports_the_majority_class_beside_the_scores(tiny, tweets):
     model, tokenizer = tiny
     task, rows = tweets
-    tuned = TunedPrompt.build(model, tokenizer, design_prompt(model, Encoder(task, tokenizer), rows, 0, 0)[0], task)
+    embeds, _ = demonstrations(model, Encoder(task, tokenizer), rows, 0, 0)
+    tuned = TunedPrompt.build(model, tokenizer, SoftPrompt.frozen(embeds), task)
     picked = [r for r in rows if r["Label"] == task.labels[0]][:3] + [r for r in rows if r["Label"] == task.labels[1]][
         :1
     ]
@@ -137,9 +142,9 @@ def test_eval_sets_prompts_side_by_side_with_the_majority_class(smollm2, data_di
     from softprompt.train import fit
 
     config = TrainConfig(model="smollm2-135m", task="raft/twitter_complaints", data_dir=str(data_dir),
-                         dev_fraction=0.2, max_steps=2, dtype="float32", seed=5, progress=False)  # fmt: skip
+                         dev_fraction=0.2, max_steps=2, dtype="float32", seed=5, shots=2, progress=False)  # fmt: skip
     tuned = fit(TrainConfig(**{**vars(config), "output": str(tmp_path / "tuned")}), base=smollm2)
-    design = run_design(TrainConfig(**{**vars(config), "output": str(tmp_path / "design")}), shots=2, base=smollm2)
+    design = run_design(TrainConfig(**{**vars(config), "output": str(tmp_path / "design")}), base=smollm2)
     done = subprocess.run(
         [sys.executable, "-m", "softprompt", "eval", str(tmp_path / "tuned"), str(tmp_path / "design"), "--task",
          "raft/twitter_complaints", "--data-dir", str(data_dir), "--limit", "10", "--dtype", "float32"],
@@ -155,3 +160,36 @@ def test_eval_sets_prompts_side_by_side_with_the_majority_class(smollm2, data_di
     assert table[0].split() == ["prompt", "method", "accuracy", "macro_f1"]
     assert table[1].startswith(str(tmp_path / "tuned")) and "prompt-design" in table[2]
     assert table[3].split()[:2] == ["majority", "class"] and float(table[3].split()[2]) == lines[0]["majority_accuracy"]
+
+
+def test_prompt_tuning_from_the_design_starts_as_the_design_and_trains_it(tiny, tiny_dir, data_dir, tmp_path):
+    """--init prompt-design: step 0 is prompt design's prompt, made trainable; training moves it, same shape."""
+    from softprompt.train import fit, load_data
+
+    config = TrainConfig(model=str(tiny_dir), task="raft/twitter_complaints", data_dir=str(data_dir),
+                         dev_fraction=0.2, seed=3, dtype="float32", shots=2, init="prompt-design", max_steps=2,
+                         output=str(tmp_path / "tuned"), progress=False)  # fmt: skip
+    task, train_rows, _ = load_data(config)
+    start = make_tuned(config, task, train_rows, base=tiny).lm.prompt.embedding
+    design = run_design(TrainConfig(**{**vars(config), "output": str(tmp_path / "design")}), base=tiny)
+    assert start.requires_grad and torch.equal(start, design.lm.prompt.embedding)
+    tuned = fit(config, base=tiny)
+    assert tuned.lm.prompt.embedding.shape == start.shape and not torch.equal(tuned.lm.prompt.embedding, start)
+    assert tuned.meta["init"] == "prompt-design" and tuned.meta["shots"] == 2
+    with pytest.raises(SoftpromptError, match="shots"):
+        make_tuned(TrainConfig(**{**vars(config), "shots": 0}), task, train_rows, base=tiny)
+
+
+def test_prompt_tuning_from_the_design_on_the_real_model(smollm2, data_dir, tmp_path):
+    """The real default model: the prompt is as long as the 4 examples' tokens, and a few steps lower the loss
+    on the training rows below the design's it started from."""
+    from softprompt.train import fit, load_data
+
+    config = TrainConfig(model="smollm2-135m", task="raft/twitter_complaints", data_dir=str(data_dir),
+                         dev_fraction=0.2, init="prompt-design", max_steps=3, lr=0.003, dtype="float32", seed=1,
+                         output=str(tmp_path / "tuned"), progress=False)  # fmt: skip
+    design = run_design(TrainConfig(**{**vars(config), "output": str(tmp_path / "design")}), base=smollm2)
+    tuned = fit(config, base=smollm2)
+    assert tuned.lm.n_prompt == design.lm.n_prompt > 4 * 10
+    _, train_rows, _ = load_data(config)
+    assert tuned.evaluate(train_rows)["loss"] < design.evaluate(train_rows)["loss"]

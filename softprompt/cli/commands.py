@@ -29,7 +29,7 @@ def design(args: argparse.Namespace) -> None:
     from ..prompt_design import run_design
 
     config = _train_config(args)
-    tuned = run_design(config, args.shots, overwrite=args.overwrite)
+    tuned = run_design(config, overwrite=args.overwrite)
     print(f"saved prompt design ({tuned.meta['shots']} examples) to {config.output}", file=sys.stderr)
     if "metrics" in tuned.meta:
         print(json.dumps(tuned.meta["metrics"]))
@@ -200,7 +200,7 @@ def compare(args: argparse.Namespace) -> None:
         raise SoftpromptError(f"--methods: unknown {unknown[0]!r} (choose from {', '.join(METHODS)})")
     models = _names(args.models)
     seeds = _numbers(args.seeds, "--seeds")
-    results = run_compare(config, models, methods, seeds, _test_rows(args, config), Path(config.output), args.shots)
+    results = run_compare(config, models, methods, seeds, _test_rows(args, config), Path(config.output))
     print(f"compare: {len(results)} runs in {Path(config.output) / 'compare.csv'} and compare.png", file=sys.stderr)
     columns = ("model", "method", "seeds", "test_accuracy", "test_macro_f1", "f1_range")
     print(format_table(summarize(results), columns))

@@ -85,7 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
         "in front of each input, saved as a prompt folder that eval, serve and ensemble read like a tuned one. "
         "Takes train's data, model and output options; training options are ignored.",
     )
-    design.add_argument("--shots", type=int, default=4, help="examples in the prompt (default: 4)")
     design.add_argument("--overwrite", action="store_true", help="replace the prompt in --output")
     add_config_options(design)
     evaluate = sub.add_parser(
@@ -188,7 +187,6 @@ def _toolbox_parsers(sub) -> None:
     compare.add_argument("--models", default="smollm2-135m", help="comma-separated models (aliases, folders)")
     compare.add_argument("--methods", default="prompt-tuning,model-tuning,prompt-design", help="comma-separated")
     compare.add_argument("--seeds", default="0", help="comma-separated seeds")
-    compare.add_argument("--shots", type=int, default=4, help="examples per prompt-design prompt")
     add_grid_options(compare, "compare.csv")
     transfer = sub.add_parser(
         "transfer",

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ..errors import SoftpromptError
-from ..hardware import announce_auto_dtype, resolve_dtype
+from ..hardware import announce_dtype, resolve_dtype
 from ..models import load_base
 from .app import Limits, create_app
 from .auth import read_secret
@@ -53,10 +53,8 @@ def build(
     if api_key is not None and api_key == admin_token:
         raise SoftpromptError(f"--api-key-file {api_key_file}: holds the admin token; every client would be an admin")
     bound_onednn_caches()
-    if dtype == "auto":
-        announce_auto_dtype(serving=True)
-        dtype = resolve_dtype(dtype, serving=True)
-    store = PromptStore(load_base(model, dtype), Path(prompts))
+    store = PromptStore(load_base(model, resolve_dtype(dtype, serving=True)), Path(prompts))
+    announce_dtype(dtype, serving=True)  # once loaded: a model that fails to load leaves its one-line error alone
     store.load_all()
     batcher = Batcher(max_batch, max_wait_ms, max_queue, batching)
     return create_app(store, batcher, limits, admin_token, api_key, open_health_metrics)

@@ -63,8 +63,8 @@ def make_tuned(config: TrainConfig, task: Task, rows: list[Row], base=None) -> T
     init_text = config.init_text or task.init_text
     init = config.init or ("text" if init_text else "class-label")
     if init == DESIGN_INIT:
-        prompt = _design_init(config, task, rows, model, tokenizer)
-        meta.update(init=init, shots=config.shots)
+        prompt, examples = _design_init(config, task, rows, model, tokenizer)
+        meta.update(init=init, shots=len(examples))  # as prompt design records it: the examples that fit
     else:
         prompt = init_prompt(
             config.num_virtual_tokens,
@@ -81,16 +81,14 @@ def make_tuned(config: TrainConfig, task: Task, rows: list[Row], base=None) -> T
     return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, mode)
 
 
-def _design_init(config: TrainConfig, task: Task, rows: list[Row], model, tokenizer) -> SoftPrompt:
+def _design_init(config: TrainConfig, task: Task, rows: list[Row], model, tokenizer) -> tuple[SoftPrompt, list[Row]]:
     """A trainable prompt that starts as prompt design's: `shots` examples written out, one vector a token, so
-    step 0 scores exactly as the untrained baseline and training can only move on from it."""
-    if config.shots < 1:
-        raise ParameterError("shots", "--init prompt-design needs at least 1 example, got {shots}", shots=config.shots)
+    step 0 scores exactly as the untrained baseline and training can only move on from it; and the examples."""
     encoder = Encoder(task, tokenizer, config.max_length, input_eos=model.config.is_encoder_decoder)
-    embeds, _ = demonstrations(model, encoder, rows, config.shots, config.seed)
-    if not len(embeds):
+    embeds, examples = demonstrations(model, encoder, rows, config.shots, config.seed)
+    if not examples:
         raise ParameterError("max_length", "leaves no room for a single example in the model's context")
-    return SoftPrompt(embeds)
+    return SoftPrompt(embeds), examples
 
 
 def check_room_for_model_tuning(model, name: str) -> None:

@@ -125,3 +125,5 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
                 raise ParameterError(name, "must be at least 1")
+        if self.init == DESIGN_INIT and self.shots < 1:
+            raise ParameterError("shots", "{init} prompt-design needs at least 1 example, got {n}", n=self.shots)

@@ -176,8 +176,8 @@ def test_prompt_tuning_from_the_design_starts_as_the_design_and_trains_it(tiny, 
     tuned = fit(config, base=tiny)
     assert tuned.lm.prompt.embedding.shape == start.shape and not torch.equal(tuned.lm.prompt.embedding, start)
     assert tuned.meta["init"] == "prompt-design" and tuned.meta["shots"] == 2
-    with pytest.raises(SoftpromptError, match="shots"):
-        make_tuned(TrainConfig(**{**vars(config), "shots": 0}), task, train_rows, base=tiny)
+    with pytest.raises(SoftpromptError, match="shots"):  # refused before any data or model loads
+        TrainConfig(**{**vars(config), "shots": 0}).validate()
 
 
 def test_prompt_tuning_from_the_design_on_the_real_model(smollm2, data_dir, tmp_path):

@@ -30,6 +30,7 @@ class Client:
         except urllib.error.HTTPError as exc:
             try:
                 message = json.loads(exc.read()).get("error", exc.reason)
+                message = message.get("message", exc.reason) if isinstance(message, dict) else message  # OpenAI's
             except (json.JSONDecodeError, AttributeError):
                 message = exc.reason
             raise SoftpromptError(f"{self.url}{path}: {exc.code} {message}") from None

@@ -14,6 +14,10 @@ import torch.nn.functional as F
 # `step(last)` -> [B, V] logits for the next token; `last` is None on the first call, then the [B] ids just
 # chosen.
 Step = Callable[[torch.Tensor | None], torch.Tensor]
+# `observe(rows, ids, logprobs)` after each step: the [n] batch rows still decoding, the ids just chosen for them
+# and their [n, V] log-probabilities (the model's, before temperature or top-p): what a server streams, or
+# reports as logprobs, token by token.
+Observe = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 def decode(
@@ -24,13 +28,18 @@ def decode(
     temperature: float = 0.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    observe: Observe | None = None,
 ) -> list[list[int]]:
     """Up to `max_new_tokens` new tokens per row, each row cut at its EOS; stops once every row has ended."""
     chosen: list[torch.Tensor] = []
     done: torch.Tensor | None = None
     last = None
     for _ in range(max_new_tokens):
-        next_ids = pick(step(last), temperature, top_p, generator)
+        logits = step(last)
+        next_ids = pick(logits, temperature, top_p, generator)
+        if observe is not None:
+            live = torch.arange(batch) if done is None else (~done).nonzero().squeeze(1)
+            observe(live, next_ids[live], F.log_softmax(logits[live].float(), dim=-1))
         if eos_token_id is not None:
             done = torch.zeros_like(next_ids, dtype=torch.bool) if done is None else done
             next_ids = torch.where(done, eos_token_id, next_ids)

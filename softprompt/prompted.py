@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 
 from .batch_map import BatchMap
 from .batching import in_length_order, target_batch
+from .decoding import Observe
 from .prompt import SoftPrompt
 
 
@@ -106,12 +107,13 @@ class PromptedModel(nn.Module):
         temperature: float = 0.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
+        observe: Observe | None = None,
     ) -> list[list[int]]:
         """Greedy (temperature 0) or sampled continuations of left-padded inputs, row i under `prompts[i]`'s
-        prompt (default: this one); each stops at EOS."""
+        prompt (default: this one); each stops at EOS. `observe` sees every step's tokens (decoding.Observe)."""
         batch = self._batch(range(input_ids.shape[0]), prompts)
         mode = self._mode(mode)
-        sampling = {"temperature": temperature, "top_p": top_p, "generator": generator}
+        sampling = {"temperature": temperature, "top_p": top_p, "generator": generator, "observe": observe}
         if len(batch.prompts) == 1:
             prompt = batch.prompts[0]
             return prompt._generate_alone(input_ids, attention_mask, max_new_tokens, eos_token_id, mode, sampling)
@@ -158,8 +160,14 @@ class PromptedModel(nn.Module):
 
     def _generate_mixed(self, batch: BatchMap, input_ids, attention_mask, max_new_tokens, eos, mode, sampling):
         results: list = [None] * len(batch.items)
+        observe = sampling["observe"]
         for index, prompt in enumerate(batch.prompts):
             mine = torch.tensor(batch.items_of(index))
+            if observe is not None:  # this prompt's rows, told by their place in the whole batch
+                sampling = {
+                    **sampling,
+                    "observe": lambda rows, ids, logprobs, mine=mine: observe(mine[rows], ids, logprobs),
+                }
             out = prompt._generate_alone(input_ids[mine], attention_mask[mine], max_new_tokens, eos, mode, sampling)
             for i, tokens in zip(mine.tolist(), out):
                 results[i] = tokens

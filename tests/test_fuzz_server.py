@@ -21,6 +21,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from softprompt.serve.guards import OPENAI_PATHS
+
 from .serving import TASKS, call, running_server, write_prompts
 
 MAX_REQUESTS = 140
@@ -77,10 +79,13 @@ def problem(case, response) -> str | None:
             body = json.loads(response.content)
         except ValueError:
             return f"{where} -> {response.status_code} with a non-JSON body {response.text[:300]!r}"
-        if not isinstance(body, dict) or not isinstance(body.get("error"), str):
-            return f"{where} -> {response.status_code} without an 'error' string: {body!r:.300}"
-        if not body["error"] or any(char in body["error"] for char in LINE_BREAKS):
-            return f"{where} -> {response.status_code} error is not one line: {body['error']!r:.300}"
+        line = body.get("error") if isinstance(body, dict) else None
+        if case.operation.path.startswith(OPENAI_PATHS) and isinstance(line, dict):  # OpenAI's shape there
+            line = line.get("message")
+        if not isinstance(line, str):
+            return f"{where} -> {response.status_code} without an 'error' line: {body!r:.300}"
+        if not line or any(char in line for char in LINE_BREAKS):
+            return f"{where} -> {response.status_code} error is not one line: {line!r:.300}"
     return None
 
 

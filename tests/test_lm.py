@@ -148,3 +148,27 @@ def test_mixed_task_batch_equals_each_task_alone(smollm2):
                 generated[row]
                 == lms[owner].generate(alone_ids, torch.ones_like(alone_ids), 8, tokenizer.eos_token_id)[0]
             )
+
+
+@pytest.mark.parametrize("mode", [ScoringMode.CACHED, ScoringMode.REFERENCE])
+def test_observe_sees_each_rows_tokens_as_generated(tiny, mode):
+    """`observe` hears every token of every row, told by its place in the whole batch (also where a mixed
+    batch decodes prompt by prompt), with log-probabilities that are a distribution; the EOS ends a row."""
+    model, tokenizer = tiny
+    embeddings = model.get_input_embeddings()
+    lms = [PromptedCausalLM(model, init_prompt(n, embeddings, tokenizer, "random-uniform", seed=n)) for n in (2, 5)]
+    ids, mask = _batch(tokenizer)
+    heard: dict[int, list[int]] = {row: [] for row in range(3)}
+
+    def observe(rows, chosen, logprobs):
+        assert torch.allclose(logprobs.exp().sum(-1), torch.ones(len(rows)), atol=1e-4)
+        for row, token in zip(rows.tolist(), chosen.tolist()):
+            heard[row].append(token)
+
+    prompts = [lms[0], lms[1], lms[0]]
+    eos = lms[0].generate(ids, mask, 3, None, prompts=prompts, mode=mode)[0][2]  # so row 0 ends by its 3rd token
+    generated = lms[0].generate(ids, mask, 12, eos, prompts=prompts, mode=mode, observe=observe)
+    assert len(generated[0]) < 3 and heard[0][-1] == eos
+    for row, tokens in enumerate(generated):
+        assert heard[row][: len(tokens)] == tokens
+        assert heard[row][len(tokens) :] in ([], [eos])

@@ -140,7 +140,7 @@ BAD = [
         None,
         422,
     ),
-    ("n > 1", "POST", "/v1/completions", {"model": "tweets", "prompt": "x", "n": 2}, None, 422),
+    ("n > 1", "POST", "/v1/completions", {"model": "tweets", "prompt": "x", "n": 2}, None, 400),
     ("seed out of range", "POST", "/v1/completions", {"model": "tweets", "prompt": "x", "seed": 2**64}, None, 422),
     ("lone surrogate input", "POST", "/v1/classify", b'{"task": "tweets", "inputs": ["\\ud800"]}', None, 422),
     (

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-import uuid
 from typing import Annotated
 
 from fastapi import FastAPI, Header, HTTPException, Request
@@ -19,12 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import SoftpromptError
 from .auth import bearer_matches
-from .batcher import Batcher, Job, Overloaded
+from .batcher import Batcher, Job
 from .guards import BEARER_CHALLENGE, OPEN_PATHS, ApiKey, BodyLimit, error
-from .schemas import Choice, ClassifyRequest, ClassifyResponse, CompletionRequest, CompletionResponse, Limits, TaskInfo
+from .handling import ANSWERS, enqueue, task_or_404, token_ids
+from .openai_api import openai_routes
+from .schemas import NEUTRAL, ClassifyRequest, ClassifyResponse, Limits, TaskInfo
 from .store import PromptStore, Served, check_name, unzip_folder
-
-ANSWERS = {404: {}, 413: {}, 422: {}, 503: {}}
 
 
 def create_app(
@@ -51,7 +51,7 @@ def create_app(
     app.add_middleware(BodyLimit, limits=limits)
     _error_handlers(app)
     _classify_route(app, store, batcher, limits)
-    _completion_route(app, store, batcher, limits)
+    openai_routes(app, store, batcher, limits)
     _info_routes(app, store, batcher, registry)
     _admin_routes(app, store, admin_token)
     return app
@@ -100,51 +100,28 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
+        """422 for a value out of its range; 400 for a field this server does not implement (OpenAI's
+        answer to an unknown parameter), so that nothing a client asks for is silently ignored."""
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
-        return error(422, f"{where}: {first.get('msg', 'invalid')}".replace("\n", " "))
+        if first.get("type") == "extra_forbidden":
+            neutral = f" (only {json.dumps(NEUTRAL[where])} is)" if where in NEUTRAL else ""
+            return error(400, f"{where}: not supported by this server{neutral}", path=request.url.path)
+        return error(422, f"{where}: {first.get('msg', 'invalid')}".replace("\n", " "), path=request.url.path)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception):  # a bug of ours: still one line of JSON, never a page
-        return error(500, f"internal error ({type(exc).__name__})")
+        return error(500, f"internal error ({type(exc).__name__})", path=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)  # ours and the router's (404 for unknown paths)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-
-def _task_or_404(store: PromptStore, name: str) -> Served:
-    """The task's prompt and version, looked up once: the request's job runs on exactly this prompt."""
-    served = store.get(name)
-    if served is None:
-        raise HTTPException(404, f"unknown task {name!r}")
-    return served
-
-
-def _token_ids(served: Served, text: str, where: str, limits: Limits) -> list[int]:
-    """`text`'s token ids, or a 422 naming `where`: not valid Unicode (JSON may carry lone surrogates, which
-    no tokenizer reads), empty (it would fail the whole batch) or over the token limit."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise HTTPException(422, f"{where}: not valid Unicode") from None
-    ids = served.tuned.encoder.tokenize(text) if len(text) <= limits.max_input_tokens * 32 else None
-    if not ids or len(ids) > limits.max_input_tokens:
-        raise HTTPException(422, f"{where}: empty or longer than {limits.max_input_tokens} tokens")
-    return ids
-
-
-async def _run(batcher: Batcher, job: Job) -> list:
-    try:
-        return await batcher.submit(job)
-    except Overloaded:
-        raise HTTPException(503, "server busy, retry shortly", headers={"Retry-After": "1"}) from None
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None), request.url.path)
 
 
 def _classify_route(app: FastAPI, store: PromptStore, batcher: Batcher, limits: Limits) -> None:
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=ANSWERS)
     async def classify(body: ClassifyRequest) -> ClassifyResponse:
-        served = _task_or_404(store, body.task)
+        served = task_or_404(store, body.task)
         tuned = served.tuned
         if len(body.inputs) > limits.max_items:
             raise HTTPException(422, f"inputs: {len(body.inputs)} items, the limit is {limits.max_items}")
@@ -158,53 +135,15 @@ def _classify_route(app: FastAPI, store: PromptStore, batcher: Batcher, limits: 
             missing = [name for name in fields if name not in item]
             if missing:
                 raise HTTPException(422, f"inputs.{index}: missing field {missing[0]!r}")
-            ids = _token_ids(served, tuned.task.render(item), f"inputs.{index}", limits)
+            ids = token_ids(served, tuned.task.render(item), f"inputs.{index}", limits)
             rows.append(tuned.encoder.cut(ids))
-        scores = await _run(batcher, Job("classify", tuned, rows))
+        scores = await enqueue(batcher, Job("classify", tuned, rows))
         labels = tuned.task.labels
         return ClassifyResponse(
             task=body.task,
             labels=[labels[max(range(len(row)), key=row.__getitem__)] for row in scores],
             scores=[dict(zip(labels, row)) for row in scores] if body.return_scores else None,
             prompt_version=served.version,
-        )
-
-
-def _completion_route(app: FastAPI, store: PromptStore, batcher: Batcher, limits: Limits) -> None:
-    @app.post("/v1/completions", response_model=CompletionResponse, responses=ANSWERS)
-    async def complete(body: CompletionRequest) -> CompletionResponse:
-        served = _task_or_404(store, body.model)
-        tuned = served.tuned
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if not prompts or len(prompts) > limits.max_items:
-            raise HTTPException(422, f"prompt: give 1 to {limits.max_items} prompts")
-        if body.max_tokens > limits.max_new_tokens:
-            raise HTTPException(422, f"max_tokens: the limit is {limits.max_new_tokens}")
-        rows = [_token_ids(served, text, f"prompt.{index}", limits) for index, text in enumerate(prompts)]
-        params = {"max_tokens": body.max_tokens, "temperature": body.temperature, "top_p": body.top_p}
-        outputs = await _run(batcher, Job("complete", tuned, rows, {**params, "seed": body.seed}))
-        stops = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
-        choices = []
-        for index, tokens in enumerate(outputs):
-            text = tuned.tokenizer.decode(tokens, skip_special_tokens=True)
-            reason = "stop" if len(tokens) < body.max_tokens else "length"
-            cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-            if cut >= 0:
-                text, reason = text[:cut], "stop"
-            choices.append(Choice(text=text, index=index, finish_reason=reason))
-        prompt_tokens = sum(len(r) for r in rows)
-        completion_tokens = sum(len(t) for t in outputs)
-        return CompletionResponse(
-            id=f"cmpl-{uuid.uuid4().hex[:24]}",
-            created=int(time.time()),
-            model=body.model,
-            choices=choices,
-            usage={
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-            system_fingerprint=served.version,
         )
 
 

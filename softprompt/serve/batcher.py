@@ -30,14 +30,21 @@ class Overloaded(Exception):
     """The queue is full: the caller should answer 503 with Retry-After."""
 
 
+# A streaming completion's hook, called on the worker thread as each row gets a token: (row, token id, its
+# log-probability, the step's top alternatives {id: log-probability}, empty unless asked for).
+OnToken = Callable[[int, int, float, dict[int, float]], None]
+
+
 @dataclass
 class Job:
-    """One request: `rows` token-id lists for one task, answered through `future`."""
+    """One request: `rows` token-id lists for one task, answered through `future` (a completion's `on_token`
+    also hears each token as it is made)."""
 
     kind: str  # "classify" or "complete"
     tuned: TunedPrompt
     rows: list[list[int]]
     params: dict = field(default_factory=dict)
+    on_token: OnToken | None = None
     future: asyncio.Future | None = None
     loop: asyncio.AbstractEventLoop | None = None
     queued_at: float = field(default_factory=time.perf_counter)
@@ -64,14 +71,16 @@ class Batcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, job: Job) -> list:
+    def enqueue(self, job: Job) -> asyncio.Future:
+        """Queue `job` (Overloaded when the queue is full, before anything is answered); its future settles
+        with the result, after every `on_token` call it made has been delivered to the event loop."""
         job.loop = asyncio.get_running_loop()
         job.future = job.loop.create_future()
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             raise Overloaded from None
-        return await job.future
+        return job.future
 
     def close(self) -> None:
         self._queue.put(None)
@@ -144,7 +153,45 @@ def _classify(jobs: list[Job]) -> list[list[list[float]]]:
     return batch.split([row.tolist() for row in scores])
 
 
-def _complete(jobs: list[Job]) -> list[list[list[int]]]:
+@dataclass
+class Generated:
+    """One row's completion: its tokens (EOS left out), each one's log-probability, each step's top
+    alternatives when asked for (`logprobs: k`), and whether it ended at EOS rather than at max_tokens."""
+
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top: list[dict[int, float]] = field(default_factory=list)
+    stopped: bool = False
+
+
+class _RowTokens:
+    """Collects one request row's tokens as the decoder makes them, up to its own max_tokens and EOS (a batch
+    decodes to its longest request), and passes each on to a streaming request."""
+
+    def __init__(self, job: Job, row: int, eos_token_id: int | None) -> None:
+        self.job, self.row, self.eos = job, row, eos_token_id
+        self.generated = Generated()
+
+    def add(self, token: int, logprobs: torch.Tensor) -> None:
+        generated, params = self.generated, self.job.params
+        if generated.stopped or len(generated.tokens) >= params["max_tokens"]:
+            return
+        if token == self.eos:
+            generated.stopped = True
+            return
+        logprob = float(logprobs[token])
+        top: dict[int, float] = {}
+        if params.get("logprobs"):
+            values, ids = logprobs.topk(params["logprobs"])
+            top = dict(zip(ids.tolist(), values.tolist()))
+        generated.tokens.append(token)
+        generated.logprobs.append(logprob)
+        generated.top.append(top)
+        if self.job.on_token is not None:
+            self.job.on_token(self.row, token, logprob, top)
+
+
+def _complete(jobs: list[Job]) -> list[list[Generated]]:
     """Completions, batched across tasks for each (temperature, top_p, seed) setting."""
     results: dict[int, list] = {}
     settings: dict[tuple, list[int]] = {}
@@ -155,12 +202,18 @@ def _complete(jobs: list[Job]) -> list[list[list[int]]]:
         group = [jobs[i] for i in indices]
         batch = BatchMap.of([job.rows for job in group], [job.tuned.lm for job in group])
         tokenizer = group[0].tuned.tokenizer
+        rows = [_RowTokens(job, row, tokenizer.eos_token_id) for job in group for row in range(len(job.rows))]
+
+        def observe(items: torch.Tensor, ids: torch.Tensor, logprobs: torch.Tensor, rows=rows) -> None:
+            for item, token, row_logprobs in zip(items.tolist(), ids.tolist(), logprobs):
+                rows[item].add(token, row_logprobs)
+
         ids, mask = pad_left(batch.items, tokenizer.pad_token_id)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        tokens = group[0].tuned.lm.generate(
+        group[0].tuned.lm.generate(
             ids, mask, max(job.params["max_tokens"] for job in group), tokenizer.eos_token_id,
-            prompts=batch.item_prompts(), temperature=temperature, top_p=top_p, generator=generator,
+            prompts=batch.item_prompts(), temperature=temperature, top_p=top_p, generator=generator, observe=observe,
         )  # fmt: skip
-        for i, part in zip(indices, batch.split(tokens)):
-            results[i] = [row[: jobs[i].params["max_tokens"]] for row in part]
+        for i, part in zip(indices, batch.split(rows)):
+            results[i] = [row.generated for row in part]
     return [results[i] for i in range(len(jobs))]

@@ -3,6 +3,8 @@ middleware, so they act before any handler or the router runs)."""
 
 from __future__ import annotations
 
+import json
+
 from fastapi.responses import JSONResponse
 
 from .auth import bearer_matches
@@ -14,9 +16,23 @@ OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 DRAIN_FACTOR = 8  # declared bodies up to this many times the limit are read and dropped before the 413
 
 
-def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """The server's one error shape: `{"error": "<one line>"}`."""
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+OPENAI_PATHS = ("/v1/completions", "/v1/models")
+
+
+def error(status: int, message: str, headers: dict | None = None, path: str = "") -> JSONResponse:
+    """An error answer to a request for `path` (see `error_body`)."""
+    return JSONResponse(error_body(status, message, path), status_code=status, headers=headers)
+
+
+def error_body(status: int, message: str, path: str) -> dict:
+    """The server's one error shape, `{"error": "<one line>"}`; on OpenAI's routes the same line in OpenAI's
+    shape, which its SDKs read and show: `{"error": {"message", "type", "param" (the field named), "code"}}`."""
+    if not path.startswith(OPENAI_PATHS):
+        return {"error": message}
+    where = message.split(":", 1)[0]
+    param = where if ":" in message and " " not in where else None
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
 
 class BodyLimit:
@@ -35,7 +51,7 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             if declared.isdigit() and int(declared) <= DRAIN_FACTOR * limit:
                 await _drain(receive)  # a client still sending would see a reset connection instead of our 413
-            return await _too_large(send, limit)
+            return await _too_large(send, limit, scope["path"])
         seen, answered = 0, False
 
         async def counted():
@@ -47,7 +63,7 @@ class BodyLimit:
                 if seen > limit:
                     if not answered:
                         answered = True
-                        await _too_large(send, limit)
+                        await _too_large(send, limit, scope["path"])
                     return {"type": "http.disconnect"}
             return message
 
@@ -84,7 +100,8 @@ class ApiKey:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not self._exempt(scope):
             if not bearer_matches(dict(scope["headers"]).get(b"authorization"), self.key):
-                response = error(401, "this server needs 'Authorization: Bearer <API key>'", BEARER_CHALLENGE)
+                message = "this server needs 'Authorization: Bearer <API key>'"
+                response = error(401, message, BEARER_CHALLENGE, scope["path"])
                 return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
@@ -96,8 +113,8 @@ async def _drain(receive) -> None:
             return
 
 
-async def _too_large(send, limit: int) -> None:
-    body = f'{{"error": "request body over {limit} bytes"}}'.encode()
+async def _too_large(send, limit: int, path: str) -> None:
+    body = json.dumps(error_body(413, f"request body over {limit} bytes", path)).encode()
     await send(
         {
             "type": "http.response.start",

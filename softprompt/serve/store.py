@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -57,10 +58,11 @@ class Served:
 
     tuned: TunedPrompt
     version: str
+    created: int  # when this server loaded this version (Unix seconds): OpenAI's `created` of a model
 
     @classmethod
     def of(cls, tuned: TunedPrompt) -> Served:
-        return cls(tuned, prompt_version(tuned))
+        return cls(tuned, prompt_version(tuned), int(time.time()))
 
 
 class PromptStore:

@@ -50,17 +50,42 @@ def _match(text: str, words: list[str]) -> int:
     return max(starts, key=lambda i: len(words[i])) if starts else -1
 
 
+NO_LABEL = "(no label)"  # the confusion matrix's last column where generated text matched no label word
+
+
+def confusion_matrix(predicted: Sequence[int], gold: Sequence[int], n_labels: int) -> list[list[int]]:
+    """Counts [gold label][predicted label]; a last column counts predictions that matched no label (-1, from
+    `--method generate`), present only where there are such."""
+    unmatched = any(p < 0 for p in predicted)
+    matrix = [[0] * (n_labels + unmatched) for _ in range(n_labels)]
+    for p, g in zip(predicted, gold):
+        matrix[g][p if p >= 0 else n_labels] += 1
+    return matrix
+
+
+def label_metrics(matrix: list[list[int]], labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per label: precision, recall, F1 and support (its gold count); 0 where a ratio has nothing to count."""
+    result = {}
+    for i, label in enumerate(labels):
+        tp, support = matrix[i][i], sum(matrix[i])
+        predicted = sum(row[i] for row in matrix)
+        fp, fn = predicted - tp, support - tp
+        result[label] = {
+            "precision": tp / predicted if predicted else 0.0,
+            "recall": tp / support if support else 0.0,
+            "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+            "support": support,
+        }
+    return result
+
+
 def classification_metrics(predicted: Sequence[int], gold: Sequence[int], n_labels: int) -> dict[str, float]:
     """Accuracy and macro-F1 (a label never predicted and never gold is left out of the mean)."""
-    correct = sum(p == g for p, g in zip(predicted, gold))
-    f1s = []
-    for label in range(n_labels):
-        tp = sum(p == label and g == label for p, g in zip(predicted, gold))
-        fp = sum(p == label and g != label for p, g in zip(predicted, gold))
-        fn = sum(p != label and g == label for p, g in zip(predicted, gold))
-        if tp + fp + fn:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": correct / len(gold), "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0}
+    matrix = confusion_matrix(predicted, gold, n_labels)
+    per_label = label_metrics(matrix, range(n_labels)).values()
+    f1s = [m["f1"] for i, m in enumerate(per_label) if m["support"] or sum(row[i] for row in matrix)]
+    accuracy = sum(matrix[i][i] for i in range(n_labels)) / len(gold)
+    return {"accuracy": accuracy, "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0}
 
 
 def evaluate(
@@ -71,9 +96,11 @@ def evaluate(
     method: str = "rank",
     length_normalize: bool = False,
     mode: ScoringMode | None = None,
-) -> dict[str, float]:
+    by_label: bool = False,
+) -> dict[str, object]:
     """Held-out metrics for labelled rows: n, loss, perplexity, accuracy, macro_f1, the majority class's
-    accuracy and macro_f1, examples_per_s."""
+    accuracy and macro_f1, examples_per_s; `by_label` adds each label's precision, recall, F1 and support and
+    the confusion matrix ({labels, columns, counts[gold][predicted]})."""
     task = encoder.task
     gold = [task.label_index(row) for row in rows]
     start = time.perf_counter()
@@ -87,6 +114,11 @@ def evaluate(
     else:
         predicted = (scores / lengths if length_normalize else scores).argmax(1).tolist()
     result.update(classification_metrics(predicted, gold, len(task.labels)))
+    if by_label:
+        matrix = confusion_matrix(predicted, gold, len(task.labels))
+        columns = task.labels + [NO_LABEL] * (len(matrix[0]) - len(task.labels))
+        result["per_label"] = label_metrics(matrix, task.labels)
+        result["confusion_matrix"] = {"labels": task.labels, "columns": columns, "counts": matrix}
     # The constant answer these rows reward most: a score that does not beat it has learned nothing.
     majority = max(range(len(task.labels)), key=gold.count)
     constant = classification_metrics([majority] * len(gold), gold, len(task.labels))

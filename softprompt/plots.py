@@ -1,4 +1,5 @@
-"""Training curves as a PNG, read back from metrics.jsonl so a resumed run plots its whole history."""
+"""Figures as PNG: training curves (read back from metrics.jsonl so a resumed run plots its whole history) and
+a confusion matrix."""
 
 from __future__ import annotations
 
@@ -30,6 +31,27 @@ def plot_curves(metrics: Path, target: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
+    save_figure(fig, target)
+
+
+def plot_confusion(confusion: dict, target: Path, title: str) -> None:
+    """`evaluate`'s confusion matrix as a heat map: gold labels down, predicted across, each cell's count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts, labels, columns = confusion["counts"], confusion["labels"], confusion["columns"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 2.5, 1.0 * len(labels) + 1.8))
+    image = ax.imshow(counts, cmap="Blues")
+    top = max(max(row) for row in counts) or 1
+    for i, row in enumerate(counts):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > top / 2 else "black")
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="gold", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.046)
     save_figure(fig, target)
 
 

@@ -112,7 +112,7 @@ class TunedPrompt:
         self.meta.update(task=self.task.to_json(), max_length=self.max_length, base_model=base.name_or_path, **extra)
         checkpoint.save_prompt(Path(folder), self.lm.prompt.embedding, config, self.meta)
 
-    def evaluate(self, rows: Sequence[Row], batch_size: int = 32, **kwargs) -> dict[str, float]:
+    def evaluate(self, rows: Sequence[Row], batch_size: int = 32, **kwargs) -> dict[str, object]:
         return evaluate(self.lm, self.encoder, rows, batch_size, **kwargs)
 
     @torch.no_grad()

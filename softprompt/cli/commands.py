@@ -77,14 +77,25 @@ def evaluate(args: argparse.Namespace) -> None:
     results = []
     for folder, tuned in _load_each(args):
         tuned.task.check(rows, source)
-        result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize)
+        result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize,
+                                by_label=True)  # fmt: skip
         results.append({"prompt": folder, "method": tuned.meta.get("method", "prompt-tuning"), **result})
         print(json.dumps({"data": source, **results[-1]}), flush=True)
+        if args.png:
+            _confusion_png(Path(args.png), folder, result["confusion_matrix"], len(args.prompts) > 1)
     if len(results) > 1:
         scored = results[-1]  # every prompt scored the same rows, so one majority class
         majority = {"prompt": "majority class", "accuracy": scored["majority_accuracy"],
                     "macro_f1": scored["majority_macro_f1"]}  # fmt: skip
         print(format_table([*results, majority], ("prompt", "method", "accuracy", "macro_f1")), file=sys.stderr)
+
+
+def _confusion_png(target: Path, folder: str, confusion: dict, several: bool) -> None:
+    from ..plots import plot_confusion
+
+    if several:
+        target = target.with_name(f"{target.stem}-{Path(folder).name}{target.suffix}")
+    plot_confusion(confusion, target, f"{Path(folder).name}: confusion on {sum(map(sum, confusion['counts']))} rows")
 
 
 def _load_each(args: argparse.Namespace):

@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="rank",
         help="rank labels by log-likelihood, or generate and match the label word",
     )
+    evaluate.add_argument(
+        "--png",
+        metavar="FILE",
+        help="draw the confusion matrix as a heat map (several prompts: FILE's name gets each folder's name)",
+    )
     predict = sub.add_parser("predict", help="write predictions to CSV or JSONL", description="Predict labels.")
     add_prompt_options(predict)
     predict.add_argument("--output", required=True, help="predictions file (.csv or .jsonl)")

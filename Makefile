@@ -32,7 +32,7 @@ $(VENV)/.qwen2.5-0.5b: $(VENV)/.installed  # the 0.5B rung alone (491 MB in 6 pa
 demo: setup $(VENV)/.qwen2.5-0.5b  # configs/demo.toml: a prompt tuned from 4 examples, prompt design on those 4 alone, both on 1,000 held-out tweets
 	$(BIN)/softprompt train --config configs/demo.toml --output $(DEMO) --overwrite
 	$(BIN)/softprompt design --config configs/demo.toml --output $(DEMO)-design --overwrite
-	$(BIN)/softprompt eval $(DEMO) $(DEMO)-design --task raft/twitter_complaints --split test --limit 1000
+	$(BIN)/softprompt eval $(DEMO) $(DEMO)-design --task raft/twitter_complaints --split test --limit 1000 --record
 
 test: setup
 	$(BIN)/ruff check softprompt tests bench experiments

@@ -49,7 +49,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _json_bytes(data: dict) -> bytes:
+def json_bytes(data: dict) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -82,8 +82,8 @@ def save_prompt(folder: Path, prompt: torch.Tensor, config: dict, meta: dict) ->
     folder = Path(folder)
     rows = prompt.detach().float().cpu().repeat(config.get("num_transformer_submodules", 1), 1).contiguous()
     atomic_write(folder / WEIGHTS, save({"prompt_embeddings": rows}))
-    atomic_write(folder / CONFIG, _json_bytes(config))
-    atomic_write(folder / META, _json_bytes(meta))
+    atomic_write(folder / CONFIG, json_bytes(config))
+    atomic_write(folder / META, json_bytes(meta))
 
 
 def save_model(folder: Path, model, tokenizer, meta: dict) -> None:
@@ -93,7 +93,7 @@ def save_model(folder: Path, model, tokenizer, meta: dict) -> None:
     (folder / META).unlink(missing_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    atomic_write(folder / META, _json_bytes(meta))
+    atomic_write(folder / META, json_bytes(meta))
 
 
 def _read_json(path: Path) -> dict:
@@ -223,7 +223,7 @@ def state_files(
         "optimizer": {"param_groups": opt["param_groups"], "state": layout},
         "scheduler": scheduler.state_dict(),
     }
-    return {STATE_TENSORS: save(tensors), STATE_JSON: _json_bytes(state)}
+    return {STATE_TENSORS: save(tensors), STATE_JSON: json_bytes(state)}
 
 
 def load_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler) -> tuple[dict[str, torch.Tensor], dict]:

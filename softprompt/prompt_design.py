@@ -10,6 +10,7 @@ The demonstrations themselves (which examples, how they are written and cut) are
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from . import checkpoint
@@ -17,6 +18,7 @@ from .batching import Encoder
 from .demonstrations import demonstrations
 from .errors import ParameterError
 from .methods import base_for_run
+from .model_card import write_card
 from .prompt import SoftPrompt
 from .train import load_data
 from .train_config import TrainConfig
@@ -38,6 +40,8 @@ def run_design(config: TrainConfig, base=None, overwrite: bool = False) -> Tuned
     meta.update(init="prompt-design", shots=len(examples), examples=examples)
     tuned = TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta)
     if eval_rows:
-        tuned.meta["metrics"] = tuned.evaluate(eval_rows, config.eval_batch_size)
+        tuned.meta["metrics"] = tuned.evaluate(eval_rows, config.eval_batch_size, by_label=True)
+    tuned.meta["train_config"] = dataclasses.asdict(config)  # the recipe, for the model card
     tuned.save_pretrained(output)
+    write_card(output)
     return tuned

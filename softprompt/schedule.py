@@ -27,6 +27,7 @@ class Progress:
     window_loss: float = 0.0  # summed train loss and tokens since the last evaluation
     window_tokens: int = 0
     logged: int = 0  # metrics.jsonl records written so far: a resumed run drops any later ones
+    seconds: float = 0.0  # training time up to the last checkpoint, so a resumed run's total counts every part
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from .batching import chunks
 from .distributed import DataParallel
 from .errors import ParameterError
 from .methods import load_trained, make_tuned, trained_tensors
+from .model_card import write_card
 from .plots import plot_curves
 from .prompted import ScoringMode
 from .recipe import epoch_batches, make_optimizer
@@ -175,7 +177,7 @@ class Trainer:
         progress, config = self.progress, self.config
         stop = False
         if self.eval_rows:
-            result = self.tuned.evaluate(self.eval_rows, config.eval_batch_size, mode=self.eval_mode)
+            result = self.tuned.evaluate(self.eval_rows, config.eval_batch_size, mode=self.eval_mode, by_label=True)
             record.update(
                 eval_loss=result["loss"],
                 eval_ppl=result["perplexity"],
@@ -198,12 +200,14 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         progress = self.progress
+        progress.seconds = time.perf_counter() - self.started
         if self.parallel.main:
             files = checkpoint.state_files(self.trained, self.optimizer, self.scheduler, progress.to_json())
             self.folder.save_checkpoint(progress.step, files)
 
     def run(self) -> TunedPrompt:
         config, progress = self.config, self.progress
+        self.started = time.perf_counter() - progress.seconds
         self.folder.path.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=self.plan.total_steps, initial=progress.step, unit="step",
                    disable=not (config.progress and self.parallel.main))  # fmt: skip
@@ -227,14 +231,16 @@ class Trainer:
         return self._finish()
 
     def _finish(self) -> TunedPrompt:
-        """Write the final prompt (the best one with --keep-best) and the curves."""
+        """Write the final prompt (the best one with --keep-best), the curves and the model card."""
         if not self.parallel.main:
             return self.tuned
         if self.config.keep_best and (self.folder.best / checkpoint.META).is_file():
             meta = load_trained(self.folder.best, self.tuned)
             self.tuned.meta.update(metrics=meta.get("metrics"), step=meta.get("step"))
+        self.tuned.meta["train_seconds"] = round(time.perf_counter() - self.started, 1)
         self.tuned.save_pretrained(self.folder.path)
         plot_curves(self.folder.metrics, self.folder.path / "curves.png")
+        write_card(self.folder.path)
         return self.tuned
 
 

@@ -71,6 +71,7 @@ def _load(args: argparse.Namespace):
 
 
 def evaluate(args: argparse.Namespace) -> None:
+    from ..model_card import record_evaluation
     from ..results_table import format_table
 
     rows, source = _rows(args)
@@ -83,6 +84,8 @@ def evaluate(args: argparse.Namespace) -> None:
         print(json.dumps({"data": source, **results[-1]}), flush=True)
         if args.png:
             _confusion_png(Path(args.png), folder, result["confusion_matrix"], len(args.prompts) > 1)
+        if args.record:
+            record_evaluation(folder, source, {k: v for k, v in result.items() if k != "examples_per_s"})
     if len(results) > 1:
         scored = results[-1]  # every prompt scored the same rows, so one majority class
         majority = {"prompt": "majority class", "accuracy": scored["majority_accuracy"],

@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="draw the confusion matrix as a heat map (several prompts: FILE's name gets each folder's name)",
     )
+    evaluate.add_argument(
+        "--record",
+        action="store_true",
+        help="also keep the metrics in each folder (softprompt.json's evaluations, by data) and its model card",
+    )
     predict = sub.add_parser("predict", help="write predictions to CSV or JSONL", description="Predict labels.")
     add_prompt_options(predict)
     predict.add_argument("--output", required=True, help="predictions file (.csv or .jsonl)")

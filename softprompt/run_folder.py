@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import checkpoint
 from .errors import ParameterError, SoftpromptError
+from .reporting import TENSORBOARD_DIR
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,9 @@ class RunFolder:
         return folder
 
     def clear(self) -> None:
-        """Remove a previous run's checkpoints, best prompt and metrics (for `overwrite`)."""
+        """Remove a previous run's checkpoints, best prompt, metrics and TensorBoard events (for `overwrite`)."""
         if self.main:
-            for folder in (self.checkpoints, self.best):
+            for folder in (self.checkpoints, self.best, self.path / TENSORBOARD_DIR):
                 shutil.rmtree(folder, ignore_errors=True)
             self.metrics.unlink(missing_ok=True)
 

@@ -27,6 +27,7 @@ from .model_card import write_card
 from .plots import plot_curves
 from .prompted import ScoringMode
 from .recipe import epoch_batches, make_optimizer
+from .reporting import open_reporter
 from .run_folder import RunFolder
 from .schedule import Due, Plan, Progress, after_step
 from .tasks import Row, Task, labels_found, load_named, parse_labels, parse_mapping, read_rows, split_dev
@@ -194,6 +195,8 @@ class Trainer:
                     progress.bad_evals += 1
                     stop = bool(config.patience) and progress.bad_evals >= config.patience
         self.folder.log(record)
+        if self.reporter is not None:
+            self.reporter.log(record)
         progress.logged += 1
         tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         return stop
@@ -208,6 +211,7 @@ class Trainer:
     def run(self) -> TunedPrompt:
         config, progress = self.config, self.progress
         self.started = time.perf_counter() - progress.seconds
+        self.reporter = open_reporter(config.report_to, self.folder.path, progress.step) if self.parallel.main else None
         self.folder.path.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=self.plan.total_steps, initial=progress.step, unit="step",
                    disable=not (config.progress and self.parallel.main))  # fmt: skip
@@ -241,6 +245,8 @@ class Trainer:
         self.tuned.save_pretrained(self.folder.path)
         plot_curves(self.folder.metrics, self.folder.path / "curves.png")
         write_card(self.folder.path)
+        if self.reporter is not None:
+            self.reporter.close()
         return self.tuned
 
 

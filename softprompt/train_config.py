@@ -15,6 +15,7 @@ from .errors import ParameterError, SoftpromptError
 from .hardware import DTYPE_CHOICES
 from .models import DEFAULT_MODEL
 from .prompt import INITS
+from .reporting import REPORT_TO, check_installed
 
 METRICS = ("loss", "accuracy", "macro_f1")
 DESIGN_INIT = "prompt-design"  # the prompt starts as `shots` demonstrations (demonstrations.py), not from INITS
@@ -100,6 +101,11 @@ class TrainConfig:
         "runs/prompt", "output folder: the prompt (PEFT format), metrics.jsonl, curves.png, checkpoints/"
     )
     progress: bool = option(True, "show a progress bar")
+    report_to: str = option(
+        "none",
+        "also log metrics.jsonl's scalars to TensorBoard (output/tensorboard; needs softprompt[tensorboard])",
+        REPORT_TO,
+    )
 
     @classmethod
     def from_dict(cls, data: dict, source: str) -> TrainConfig:
@@ -118,6 +124,7 @@ class TrainConfig:
             value, choices = getattr(self, field.name), field.metadata["choices"]
             if choices and value is not None and value not in choices:
                 raise ParameterError.not_one_of(field.name, value, choices)
+        check_installed(self.report_to)
         if (self.task is None) == (self.train is None):
             raise ParameterError("task", "give exactly one of {task} (a shipped task) or {train} (a file)")
         if self.train_limit < 0:

@@ -270,6 +270,7 @@ def serve(args: argparse.Namespace) -> None:
         admin_token_file=args.admin_token_file,
         api_key_file=args.api_key_file,
         open_health_metrics=args.open_health_metrics,
+        console=args.console,
     )
 
 

@@ -151,6 +151,12 @@ def _serve_parser(sub) -> None:
         "--api-key-file", help="every route needs 'Authorization: Bearer KEY' with this key (admin routes: the token)"
     )
     serve.add_argument(
+        "--console",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the web console at / (tasks, try an input, live traffic, admin uploads)",
+    )
+    serve.add_argument(
         "--open-health-metrics", action="store_true", help="with --api-key-file: /healthz and /metrics need no key"
     )
 

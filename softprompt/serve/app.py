@@ -9,22 +9,26 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import SoftpromptError
 from .auth import bearer_matches
 from .batcher import Batcher, Job
-from .guards import BEARER_CHALLENGE, OPEN_PATHS, ApiKey, BodyLimit, error
+from .guards import BEARER_CHALLENGE, CONSOLE_PATH, OPEN_PATHS, ApiKey, BodyLimit, error
 from .handling import ANSWERS, enqueue, task_or_404, token_ids
 from .openai_api import openai_routes
 from .schemas import NEUTRAL, ClassifyRequest, ClassifyResponse, Limits, TaskInfo
 from .store import PromptStore, Served, check_name, unzip_folder
+
+CONSOLE = Path(__file__).parent / "console"
 
 
 def create_app(
@@ -34,9 +38,10 @@ def create_app(
     admin_token: str | None = None,
     api_key: str | None = None,
     open_health_metrics: bool = False,
+    console: bool = True,
 ) -> FastAPI:
-    """The app; `api_key` guards every route but the admin ones (those need `admin_token`) and, with
-    `open_health_metrics`, /healthz and /metrics."""
+    """The app; `api_key` guards every route but the admin ones (those need `admin_token`), the console's
+    static page (it asks for the key and sends it) and, with `open_health_metrics`, /healthz and /metrics."""
     limits = limits or Limits()
     app = FastAPI(
         title="softprompt",
@@ -46,7 +51,8 @@ def create_app(
     app.state.store, app.state.batcher = store, batcher
     if api_key is not None:  # added first, so it runs inside `measure`: refused requests are counted too
         open_paths = OPEN_PATHS if open_health_metrics else frozenset()
-        app.add_middleware(ApiKey, key=api_key, open_paths=open_paths, admin_exempt=admin_token is not None)
+        app.add_middleware(ApiKey, key=api_key, open_paths=open_paths, admin_exempt=admin_token is not None,
+                           console_exempt=console)  # fmt: skip
     registry = _measured(app, store, batcher)
     app.add_middleware(BodyLimit, limits=limits)
     _error_handlers(app)
@@ -54,6 +60,8 @@ def create_app(
     openai_routes(app, store, batcher, limits)
     _info_routes(app, store, batcher, registry)
     _admin_routes(app, store, admin_token)
+    if console:
+        _console_routes(app)
     return app
 
 
@@ -159,6 +167,17 @@ def _info_routes(app: FastAPI, store: PromptStore, batcher: Batcher, registry: C
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _console_routes(app: FastAPI) -> None:
+    """The web console: a static page (HTML, CSS, JS shipped in the package, nothing fetched from elsewhere)
+    that calls the public API above."""
+
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        return FileResponse(CONSOLE / "index.html")
+
+    app.mount(CONSOLE_PATH, StaticFiles(directory=CONSOLE), name="console")
 
 
 def _admin_routes(app: FastAPI, store: PromptStore, admin_token: str | None) -> None:

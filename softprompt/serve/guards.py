@@ -13,6 +13,7 @@ from .schemas import Limits
 ADMIN_METHODS = ("PUT", "DELETE")
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+CONSOLE_PATH = "/console"  # the console's static files; its page is at /
 DRAIN_FACTOR = 8  # declared bodies up to this many times the limit are read and dropped before the 413
 
 
@@ -82,19 +83,23 @@ class ApiKey:
     """ASGI middleware: with an API key, a request without `Authorization: Bearer <key>` gets 401 before routing.
 
     Checked ahead of the router, so without the key nothing is served, not even which paths exist (404 or
-    405), nor /docs and /openapi.json. Exempt: `open_paths` (/healthz and /metrics with
+    405), nor /docs and /openapi.json. Exempt: the console's static page (it asks for the key), `open_paths`
+    (/healthz and /metrics with
     --open-health-metrics, for probes and scrapers that hold no secret), and, when the admin token is set, the
     admin routes, whose handlers check that token instead (a request carries one bearer only)."""
 
-    def __init__(self, app, key: str, open_paths: frozenset[str], admin_exempt: bool) -> None:
+    def __init__(self, app, key: str, open_paths: frozenset[str], admin_exempt: bool, console_exempt: bool) -> None:
         self.app = app
         self.key = key
         self.open_paths = open_paths
         self.admin_exempt = admin_exempt
+        self.console_exempt = console_exempt
 
     def _exempt(self, scope) -> bool:
         if scope["path"] in self.open_paths:
             return True
+        if self.console_exempt and (scope["path"] == "/" or scope["path"].startswith(CONSOLE_PATH + "/")):
+            return True  # the console's static page holds no secret; it asks for the key to call the API
         return self.admin_exempt and scope["method"] in ADMIN_METHODS and scope["path"].startswith("/v1/tasks/")
 
     async def __call__(self, scope, receive, send):

@@ -45,6 +45,7 @@ def build(
     admin_token_file: str | None = None,
     api_key_file: str | None = None,
     open_health_metrics: bool = False,
+    console: bool = True,
 ) -> FastAPI:
     """The ASGI app, ready to serve (the base model and every task loaded). The secrets are read first, so a
     bad file is reported before the model loads."""
@@ -57,7 +58,7 @@ def build(
     announce_dtype(dtype, serving=True)  # once loaded: a model that fails to load leaves its one-line error alone
     store.load_all()
     batcher = Batcher(max_batch, max_wait_ms, max_queue, batching)
-    return create_app(store, batcher, limits, admin_token, api_key, open_health_metrics)
+    return create_app(store, batcher, limits, admin_token, api_key, open_health_metrics, console)
 
 
 def serve(host: str, port: int, **kwargs) -> None:

@@ -1,0 +1,144 @@
+"""The web console in a real browser (headless Chromium from the system, driven by Selenium with the system
+chromedriver; nothing is downloaded): tasks listed, the label shown equals the API's, errors shown as their one
+line, admin upload and delete from the page. And the shipped page names no external URL, so it works offline."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from softprompt.prompt import init_prompt
+from softprompt.serve.app import CONSOLE
+from softprompt.tuned import TunedPrompt
+
+from .serving import TASKS, call, running_server, zip_folder
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="no Chromium here: apt-get install chromium chromium-driver (.ci/run installs them where apt answers)",
+)
+TOKEN = "console-admin-token-0123456789"
+INPUTS = ["a gripping, beautifully acted film", "the worst two hours I have spent in a cinema"]
+
+
+def test_shipped_console_names_no_external_url():
+    files = sorted(CONSOLE.iterdir())
+    assert {f.name for f in files} == {"index.html", "console.css", "console.js"}
+    for file in files:
+        text = file.read_text()
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), f"{file.name} names an external URL"
+        assert "@import" not in text and "cdn" not in text.lower()
+    sources = re.findall(r'(?:src|href)="([^"]+)"', (CONSOLE / "index.html").read_text())
+    assert sources and all(s.startswith("console/") for s in sources)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, smollm2):
+    """Two served tasks, and a third folder to upload from the page."""
+    model, tokenizer = smollm2
+    root = tmp_path_factory.mktemp("console")
+    for seed, name in enumerate(("tweets", "sentiment", "topic")):
+        task, n_tokens = TASKS[name]
+        prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
+        folder = root / ("upload" if name == "topic" else "prompts") / name
+        TunedPrompt.build(model, tokenizer, prompt, task, meta={"init": "sampled-vocab"}).save_pretrained(folder)
+    (root / "topic.zip").write_bytes(zip_folder(root / "upload" / "topic"))
+    (root / "broken.zip").write_bytes(b"not a zip archive")
+    (root / "token").write_text(TOKEN)
+    return root
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1400",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, condition, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: condition(d))
+
+
+def _task_names(driver) -> list[str]:
+    """Read in one script, as the table may be redrawn between two calls."""
+    return driver.execute_script("return [...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.task)")
+
+
+@needs_browser
+def test_console_in_a_real_browser(folders, browser, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    args = ("--admin-token-file", str(folders / "token"), "--max-input-tokens", "24")
+    with running_server("smollm2-135m", folders / "prompts", *args) as url:
+        browser.get(url + "/")
+        _wait(browser, lambda d: sorted(_task_names(d)) == ["sentiment", "tweets"])
+
+        # Try: the labels shown are the API's for the same inputs.
+        Select(browser.find_element("id", "task")).select_by_value("sentiment")
+        box = browser.find_element("id", "inputs")
+        box.clear()
+        box.send_keys("\n".join(INPUTS))
+        browser.find_element("id", "classify").click()
+        _wait(browser, lambda d: len(d.find_elements("css selector", "#results .result")) == len(INPUTS))
+        shown = [r.get_attribute("data-label") for r in browser.find_elements("css selector", "#results .result")]
+        status, answer, _ = call(url + "/v1/classify", "POST", {"task": "sentiment", "inputs": INPUTS})
+        assert status == 200 and shown == answer["labels"]
+        bars = browser.find_elements("css selector", "#results .result .bar")
+        assert len(bars) == len(INPUTS) * 2  # one bar per label
+        browser.save_screenshot(str(tmp_path / "console.png"))
+        assert (tmp_path / "console.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # A bad input shows the API's one-line error.
+        long_input = " ".join(["word"] * 40)
+        box.clear()
+        box.send_keys(long_input)
+        browser.find_element("id", "classify").click()
+        error = _wait(browser, lambda d: d.find_element("id", "error").is_displayed() and d.find_element("id", "error"))
+        status, refused, _ = call(url + "/v1/classify", "POST", {"task": "sentiment", "inputs": [long_input]})
+        assert status == 422 and error.text == refused["error"]
+
+        # Admin, shown with a token: a broken upload shows its error line; a good one adds the task; delete.
+        assert not browser.find_element("id", "admin").is_displayed()
+        browser.find_element("id", "admin-token").send_keys(TOKEN)
+        _wait(browser, lambda d: d.find_element("id", "admin").is_displayed())
+        browser.find_element("id", "upload-name").send_keys("topic")
+        upload = browser.find_element("id", "upload-file")
+        upload.send_keys(str(folders / "broken.zip"))
+        browser.find_element("css selector", "#upload-form button").click()
+        status_line = browser.find_element("id", "admin-status")
+        _wait(browser, lambda d: "error" in status_line.get_attribute("class"))
+        assert status_line.text and "\n" not in status_line.text
+        upload.clear()
+        upload.send_keys(str(folders / "topic.zip"))
+        browser.find_element("css selector", "#upload-form button").click()
+        _wait(browser, lambda d: "topic" in _task_names(d))
+        assert status_line.text.startswith("uploaded topic (prompt version ")
+        assert call(url + "/v1/classify", "POST", {"task": "topic", "inputs": INPUTS})[0] == 200
+        browser.save_screenshot(str(tmp_path / "console-admin.png"))
+        Select(browser.find_element("id", "delete-name")).select_by_value("topic")
+        browser.find_element("css selector", "#delete-form button").click()
+        _wait(browser, lambda d: "topic" not in _task_names(d))
+        assert call(url + "/v1/classify", "POST", {"task": "topic", "inputs": INPUTS})[0] == 404
+
+        # Live: the figures come from /metrics.
+        _wait(browser, lambda d: d.find_element("id", "rps").text not in ("", "-"), timeout=20)
+        hits = browser.find_element("id", "cache-hits").text
+        assert hits.isdigit()

@@ -142,3 +142,24 @@ def test_console_in_a_real_browser(folders, browser, tmp_path):
         _wait(browser, lambda d: d.find_element("id", "rps").text not in ("", "-"), timeout=20)
         hits = browser.find_element("id", "cache-hits").text
         assert hits.isdigit()
+
+
+@needs_browser
+def test_console_asks_for_the_api_key(folders, browser, tmp_path):
+    """With an API key the page still loads, asks for the key, and lists the tasks once it is given."""
+    key = "console-api-key-abcdefghijklmnop"
+    (tmp_path / "key").write_text(key)
+    auth = {"Authorization": f"Bearer {key}"}
+    with running_server(
+        "smollm2-135m", folders / "prompts", "--api-key-file", str(tmp_path / "key"), headers=auth
+    ) as url:
+        browser.get(url + "/")
+        browser.execute_script("sessionStorage.clear()")
+        browser.get(url + "/")
+        _wait(browser, lambda d: d.find_element("id", "key-form").is_displayed())
+        assert _task_names(browser) == []
+        assert "Bearer" in browser.find_element("id", "error").text
+        browser.find_element("id", "api-key").send_keys(key)
+        browser.find_element("css selector", "#key-form button").click()
+        _wait(browser, lambda d: sorted(_task_names(d)) == ["sentiment", "tweets"])
+        assert not browser.find_element("id", "error").is_displayed()

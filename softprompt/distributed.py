@@ -4,15 +4,27 @@ Each process takes its slice of every micro-batch; the prompt's gradient and the
 across processes before the optimizer step, so every process applies the same update to the same prompt:
 n processes train as one process with the same global batch split into n accumulated micro-batches, bit for
 bit. (Against one unsplit micro-batch the gradient is the same sum, rounded differently, since its rows are
-packed into other sequences.) Only the main process evaluates and writes.
+packed into other sequences.) Only the main process writes.
+
+With `--shard-base` the frozen base's blocks are sharded over the processes (FSDP2, torch's `fully_shard`):
+each process keeps 1/n of every block's weights and gathers a block's whole weights only while it runs. The
+prompt stays replicated and its gradient is summed as above; the embeddings, final norm and output layer stay
+replicated too (they are called outside the blocks' forwards). A sharded block runs only where every process
+runs it, so then every process also evaluates (the main one still writes alone), and a process whose share of
+a micro-batch is empty runs one row at zero weight.
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from collections.abc import Sequence
 
 import torch
+from torch import nn
+
+from .memory import map_large_allocations
 
 
 class DataParallel:
@@ -29,6 +41,33 @@ class DataParallel:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def shard_blocks(self, model: nn.Module) -> int:
+        """Shard each of `model`'s blocks (the modules of its outermost ModuleLists) over the processes, in
+        place; how many blocks were sharded (0 in a one-process run, where there is nothing to share)."""
+        if self.world == 1:
+            return 0
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (self.world,))
+        map_large_allocations()
+        blocks = [block for blocks in outer_module_lists(model) for block in blocks]
+        for block in blocks:
+            fully_shard(block, mesh=mesh)
+            # Each block is its own FSDP root (the model around them is not sharded), and a root keeps its whole
+            # weights after its forward for the backward; freed here, the backward gathers them again.
+            block.register_forward_hook(lambda module, inputs, output: module.reshard())
+        for tensor in [*model.parameters(), *model.buffers()]:  # the replicated rest, out of the loaded file's buffer
+            if not hasattr(tensor, "to_local"):
+                tensor.data = tensor.data.clone()
+        gc.collect()  # so the blocks' whole weights, read with it, are freed
+        if self.main:
+            held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
+            total = sum(p.numel() for p in model.parameters())
+            print(f"softprompt: base sharded over {self.world} processes ({len(blocks)} blocks); this process holds "
+                  f"{held:,} of its {total:,} weights", file=sys.stderr, flush=True)  # fmt: skip
+        return len(blocks)
 
     def shard(self, items: Sequence) -> Sequence:
         """This process's contiguous block of a micro-batch: process k of n takes the k-th of n blocks, which
@@ -50,3 +89,12 @@ class DataParallel:
         value = torch.tensor([int(flag)])
         torch.distributed.broadcast(value, src=0)
         return bool(value.item())
+
+
+def outer_module_lists(model: nn.Module) -> list[nn.ModuleList]:
+    """The ModuleLists not inside another one: a decoder's layers, or a T5's encoder and decoder blocks."""
+    found: list[tuple[str, nn.ModuleList]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and not any(name.startswith(outer + ".") for outer, _ in found):
+            found.append((name, module))
+    return [module for _, module in found]

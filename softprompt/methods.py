@@ -31,7 +31,10 @@ def base_for_run(config: TrainConfig, base, dtype: str, method: str) -> tuple[ob
     """(model, tokenizer, metadata): `base` if given, else `config.model` loaded in `dtype` (announcing the
     dtype and the machine); the metadata every run's folder records (method, seed, the dtype and machine it
     ran on)."""
-    model, tokenizer = base or load_base(config.model, dtype)
+    # A base to be sharded keeps its weights as parameters (prepacking would lay them out in other modules), read
+    # into memory so that each process frees the blocks' weights it does not keep.
+    shard = config.shard_base
+    model, tokenizer = base or load_base(config.model, dtype, prepack=not shard)
     if base is None:  # once it loaded: a model that fails to load leaves its one-line error alone
         hardware.announce_dtype(dtype)
     meta = {

@@ -103,6 +103,8 @@ class Trainer:
         task, train_rows, eval_rows = load_data(config)
         tuned = make_tuned(config, task, train_rows, base)
         parallel = parallel or DataParallel()
+        if config.shard_base:
+            parallel.shard_blocks(tuned.lm.base)
         return cls(config, tuned, train_rows, eval_rows, folder or RunFolder(config.output, parallel.main), parallel)
 
     def resume(self, folder: Path) -> None:
@@ -118,11 +120,13 @@ class Trainer:
         lm = self.tuned.lm
         tokens = sum(len(target) for items in batch_items for _, target in items)  # over the global batch
         loss_total = 0.0
-        for items in batch_items:
-            items = self.parallel.shard(items)
+        for batch in batch_items:
+            items, weight = self.parallel.shard(batch), 1.0
             if not items:
-                continue
-            loss_sum = -lm.target_logprob_sum([i for i, _ in items], [t for _, t in items]).sum()
+                if not self.config.shard_base:
+                    continue
+                items, weight = batch[:1], 0.0  # a sharded block's forward needs every process: a row at weight 0
+            loss_sum = -lm.target_logprob_sum([i for i, _ in items], [t for _, t in items]).sum() * weight
             (loss_sum / tokens).backward()
             loss_total += loss_sum.item()
         params = list(self.trained.values())
@@ -172,13 +176,16 @@ class Trainer:
             train_loss = progress.window_loss / progress.window_tokens
             record.update(train_loss=train_loss, train_ppl=math.exp(min(train_loss, 50.0)))
         progress.window_loss, progress.window_tokens = 0.0, 0
-        return self.parallel.decide(self._evaluate_and_log(record) if self.parallel.main else False)
+        # The main process evaluates; with a sharded base every process runs the forwards with it.
+        scoring = self.eval_rows and (self.parallel.main or self.config.shard_base)
+        result = self.tuned.evaluate(self.eval_rows, self.config.eval_batch_size, mode=self.eval_mode,
+                                     by_label=True) if scoring else None  # fmt: skip
+        return self.parallel.decide(self._log_evaluation(record, result) if self.parallel.main else False)
 
-    def _evaluate_and_log(self, record: dict) -> bool:
+    def _log_evaluation(self, record: dict, result: dict | None) -> bool:
         progress, config = self.progress, self.config
         stop = False
-        if self.eval_rows:
-            result = self.tuned.evaluate(self.eval_rows, config.eval_batch_size, mode=self.eval_mode, by_label=True)
+        if result is not None:
             record.update(
                 eval_loss=result["loss"],
                 eval_ppl=result["perplexity"],

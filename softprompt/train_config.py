@@ -96,6 +96,9 @@ class TrainConfig:
     gradient_checkpointing: bool = option(
         False, "recompute activations in the backward pass (long inputs, less memory)"
     )
+    shard_base: bool = option(
+        False, "under torchrun: shard the frozen base's blocks over the processes (FSDP2); the prompt is replicated"
+    )
     seed: int = option(42, "seed for init, dev split and batch order: same seed, same prompt")
     output: str = option(
         "runs/prompt", "output folder: the prompt (PEFT format), metrics.jsonl, curves.png, checkpoints/"
@@ -125,6 +128,8 @@ class TrainConfig:
             if choices and value is not None and value not in choices:
                 raise ParameterError.not_one_of(field.name, value, choices)
         check_installed(self.report_to)
+        if self.shard_base and self.method == "model-tuning":
+            raise ParameterError("shard_base", "shards a frozen base; {method} model-tuning trains every weight")
         if (self.task is None) == (self.train is None):
             raise ParameterError("task", "give exactly one of {task} (a shipped task) or {train} (a file)")
         if self.train_limit < 0:

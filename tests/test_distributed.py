@@ -13,6 +13,7 @@ skip the gradient reduction must land far from the reference.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,8 @@ sys.exit(main())
 """
 
 
-def _train(command: list[str], batch: list[str], tiny_dir: Path, data_dir: Path, output: Path):
-    """(prompt, metrics records) of one run; `batch` sets its batch size and accumulation."""
+def _train(command: list[str], batch: list[str], tiny_dir: Path, data_dir: Path, output: Path, log: list | None = None):
+    """(prompt, metrics records) of one run; `batch` sets its batch size and accumulation; `log` gets stderr."""
     args = [
         "train", "--model", str(tiny_dir), "--train", str(data_dir / "raft_twitter_complaints/train.csv"),
         "--template", "Tweet text : {Tweet text} Label : ", "--dtype", "float32",
@@ -44,6 +45,8 @@ def _train(command: list[str], batch: list[str], tiny_dir: Path, data_dir: Path,
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    if log is not None:
+        log.append(done.stderr)
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     return load_file(str(output / "adapter_model.safetensors"))["prompt_embeddings"], records
 
@@ -62,3 +65,25 @@ def test_a_broken_gradient_reduction_is_caught(tiny_dir, data_dir, tmp_path):
     script.write_text(BROKEN_REDUCTION)
     broken, _ = _train([*TWO[:-2], str(script)], ["--batch-size", "8"], tiny_dir, data_dir, tmp_path / "2")
     assert (one - broken).abs().max() > 1e-3  # not a last-bit difference: the prompts really disagree
+
+
+def test_a_sharded_base_trains_the_same_prompt(tiny_dir, data_dir, tmp_path):
+    """--shard-base: each process holds half of every block's weights (FSDP2 over gloo) and gathers them per
+    block; the prompt is replicated, so the run ends on the one-process prompt as plain data parallelism does."""
+    one, one_records = _train(ONE, ["--batch-size", "4", "--grad-accum", "2"], tiny_dir, data_dir, tmp_path / "1")
+    log = []
+    sharded, records = _train(TWO, ["--batch-size", "8", "--shard-base"], tiny_dir, data_dir, tmp_path / "2", log)
+    held, total = re.search(r"this process holds ([\d,]+) of its ([\d,]+) weights", log[0]).groups()
+    assert int(held.replace(",", "")) < int(total.replace(",", ""))  # the blocks really are split
+    assert torch.equal(one, sharded), (one - sharded).abs().max()
+    assert [r["eval_loss"] for r in records] == [r["eval_loss"] for r in one_records]
+
+
+def test_shard_base_is_for_a_frozen_base():
+    import pytest
+
+    from softprompt.errors import ParameterError
+    from softprompt.train_config import TrainConfig
+
+    with pytest.raises(ParameterError, match="model-tuning trains every weight"):
+        TrainConfig(task="raft/twitter_complaints", method="model-tuning", shard_base=True).validate()

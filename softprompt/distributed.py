@@ -50,7 +50,7 @@ class DataParallel:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (self.world,))
+        mesh = init_device_mesh(next(model.parameters()).device.type, (self.world,))  # where the base already is
         map_large_allocations()
         blocks = [block for blocks in outer_module_lists(model) for block in blocks]
         for block in blocks:

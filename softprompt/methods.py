@@ -32,9 +32,8 @@ def base_for_run(config: TrainConfig, base, dtype: str, method: str) -> tuple[ob
     dtype and the machine); the metadata every run's folder records (method, seed, the dtype and machine it
     ran on)."""
     # A base to be sharded keeps its weights as parameters (prepacking would lay them out in other modules), read
-    # into memory so that each process frees the blocks' weights it does not keep.
-    shard = config.shard_base
-    model, tokenizer = base or load_base(config.model, dtype, prepack=not shard)
+    # through a file mapping, so that no process copies the blocks' weights it will not keep.
+    model, tokenizer = base or load_base(config.model, dtype, prepack=not config.shard_base)
     if base is None:  # once it loaded: a model that fails to load leaves its one-line error alone
         hardware.announce_dtype(dtype)
     meta = {

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from .checkpoint import CONFIG, META, atomic_write, json_bytes, read_meta
+from .errors import SoftpromptError
 from .tasks import Task
 
 CARD = "README.md"
@@ -203,5 +204,8 @@ def record_evaluation(folder: str | Path, source: str, metrics: dict) -> None:
     folder = Path(folder)
     meta = read_meta(folder)
     meta.setdefault("evaluations", {})[source] = metrics
-    atomic_write(folder / META, json_bytes(meta))
-    write_card(folder)
+    try:
+        atomic_write(folder / META, json_bytes(meta))
+        write_card(folder)
+    except OSError as exc:
+        raise SoftpromptError(f"{folder}: cannot record the evaluation ({exc.strerror or exc})") from None

@@ -119,16 +119,12 @@ def _embedded_cache(alias: str) -> Path:
     return target
 
 
-def load_base(
-    ref: str = DEFAULT_MODEL, dtype: str = "auto", prepack: bool = True, in_memory: bool = False
-) -> tuple[PreTrainedModel, object]:
+def load_base(ref: str = DEFAULT_MODEL, dtype: str = "auto", prepack: bool = True) -> tuple[PreTrainedModel, object]:
     """Load a frozen base model (eval mode, no grads) and a tokenizer that has a pad token.
 
     `dtype` "auto" takes bfloat16 where this machine runs it natively, else float32 (hardware.py). On a
     machine without CUDA, `prepack` lays the frozen linear weights of a bfloat16 model out for oneDNN
-    once (prepacked.py); `prepack=False` gives transformers' model as it loads (the PEFT side of the benches).
-    `in_memory` reads the weights into the process's memory rather than mapping the file, so that weights
-    replaced later (sharded, prepacked) are freed, where the pages read from a mapped file would stay counted."""
+    once (prepacked.py); `prepack=False` gives transformers' model as it loads (the PEFT side of the benches)."""
     dtype = resolve_dtype(dtype)
     path = resolve(ref)
     try:
@@ -139,13 +135,14 @@ def load_base(
         # on smollm2, mostly its backward); GPUs keep SDPA.
         attention = "sdpa" if torch.cuda.is_available() else "eager"
         prepack = prepack and not torch.cuda.is_available() and worth_prepacking(DTYPES[dtype])
-        # Prepacking reads the weights into memory (`in_memory`): the row-major weights are freed as laid out.
+        # Prepacking reads the weights into memory rather than mapping the file: the row-major weights are
+        # then freed as they are laid out, where the pages read from a mapped file would stay counted.
         model = model_cls.from_pretrained(
             path,
             config=config,
             dtype=DTYPES[dtype],
             attn_implementation=attention,
-            disable_mmap=prepack or in_memory,
+            disable_mmap=prepack,
             use_safetensors=True,  # never unpickle a weights file
         )
     except OSError as exc:

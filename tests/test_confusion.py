@@ -40,7 +40,7 @@ def test_eval_reports_the_matrix_and_draws_it_real_model(smollm2, data_dir, tmp_
     done = subprocess.run(
         [sys.executable, "-m", "softprompt", "eval", str(tmp_path / "tweets"), "--task", "raft/twitter_complaints",
          "--data-dir", str(data_dir), "--split", "test", "--limit", "40", "--dtype", "float32",
-         "--png", str(tmp_path / "confusion.png")],
+         "--png", str(tmp_path / "figures" / "confusion.png")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -54,4 +54,4 @@ def test_eval_reports_the_matrix_and_draws_it_real_model(smollm2, data_dir, tmp_
     assert {label: m["support"] for label, m in result["per_label"].items()} == {
         label: gold.count(i) for i, label in enumerate(task.labels)
     }
-    assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "figures" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -106,18 +106,29 @@ def test_neutral_values_of_unimplemented_fields_are_accepted(client):
     assert reply.choices[0].finish_reason in ("stop", "length")
 
 
-@pytest.mark.parametrize("stops", [["world."], ["zzz"], []])
-def test_streamed_pieces_add_up_to_the_whole_text(smollm2, stops):
+@pytest.mark.parametrize(
+    "text, stops, cut",
+    [
+        ("Hello, wonderful world. Bye ☃ now", ["world."], "Hello, wonderful "),
+        ("Hello, wonderful world. Bye ☃ now", ["zzz"], None),
+        ("Hello, wonderful world. Bye ☃ now", [], None),
+        ("これは日本語のテキストです", ["テキ"], "これは日本語の"),  # a stop of characters split over byte tokens
+        ("a 🎉🎉 日本語 b", ["語 b"], "a 🎉🎉 日本"),
+    ],
+)
+def test_streamed_pieces_add_up_to_the_whole_text(smollm2, text, stops, cut):
     """Released token by token, a choice's pieces join to the text given whole, and at every step what was
-    released is a prefix of it (a stop string spanning tokens is never half released); each token's logprob is
-    released exactly once."""
+    released is a prefix of it (a stop string spanning tokens, or a character spanning byte tokens, is never
+    half released); each token's logprob is released exactly once, and the tokens' offsets rebuild the text."""
     tokenizer = smollm2[1]
-    ids = tokenizer("Hello, wonderful world. Bye ☃ now", add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     whole = ChoiceText(tokenizer, stops, True)
     for i, token in enumerate(ids):
         whole.add(token, -float(i), {})
     expected, expected_logprobs = whole.release(final=True)
-    assert expected == ("Hello, wonderful " if stops == ["world."] else tokenizer.decode(ids))
+    assert expected == (cut if cut is not None else tokenizer.decode(ids))
+    offsets = expected_logprobs.text_offset
+    assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] < len(expected)
     streamed, joined, released = ChoiceText(tokenizer, stops, True), "", []
     for i, token in enumerate(ids + [None]):
         if token is not None:
@@ -128,3 +139,10 @@ def test_streamed_pieces_add_up_to_the_whole_text(smollm2, stops):
         assert expected.startswith(joined)
     assert joined == expected
     assert released == expected_logprobs.token_logprobs
+
+
+@pytest.mark.parametrize("stop", [["a", "b", "c", "d", "e"], ["x" * 300]])
+def test_stop_strings_are_bounded(client, stop):
+    """At most 4 stop strings of at most 256 characters (each is checked at every token)."""
+    with pytest.raises(openai.UnprocessableEntityError, match="stop"):
+        client.completions.create(model="tweets", prompt=PROMPT, max_tokens=2, stop=stop)

@@ -98,6 +98,7 @@ def _confusion_png(target: Path, folder: str, confusion: dict, several: bool) ->
 
     if several:
         target = target.with_name(f"{target.stem}-{Path(folder).name}{target.suffix}")
+    target.parent.mkdir(parents=True, exist_ok=True)
     plot_confusion(confusion, target, f"{Path(folder).name}: confusion on {sum(map(sum, confusion['counts']))} rows")
 
 

@@ -130,10 +130,18 @@ class Batcher:
             results = run(jobs)
         except Exception as exc:  # a failed batch fails its requests, never the worker
             for job in jobs:
-                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+                _hand_back(job, None, exc)
             return
         for job, result in zip(jobs, results):
-            job.loop.call_soon_threadsafe(_settle, job.future, result, None)
+            _hand_back(job, result, None)
+
+
+def _hand_back(job: Job, result, error: Exception | None) -> None:
+    """Settle the job's future on its event loop; a loop already closed (shutdown) has no one left to answer."""
+    try:
+        job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+    except RuntimeError:
+        pass
 
 
 def _settle(future: asyncio.Future, result, error: Exception | None) -> None:

@@ -40,7 +40,7 @@ class ChoiceText:
     def add(self, token: int, logprob: float, top: dict[int, float]) -> None:
         if self.cut:
             return
-        self.offsets.append(len(self.text))
+        self.offsets.append(len(self.text.rstrip("\ufffd")))  # where its text starts: after the whole characters
         self.tokens.append(token)
         self.token_logprobs.append(logprob)
         self.top.append(top)
@@ -55,10 +55,9 @@ class ChoiceText:
         start or an unfinished character), and the logprobs of the tokens that begin in it."""
         end = len(self.text)
         if not (final or self.cut):
-            end -= max((k for stop in self.stops for k in range(1, len(stop)) if self.text.endswith(stop[:k])),
-                       default=0)  # fmt: skip
-            while end and self.text[end - 1] == "\ufffd":
-                end -= 1
+            whole = self.text.rstrip("\ufffd")  # an unfinished character first, then a stop string's possible start
+            end = len(whole) - max((k for stop in self.stops for k in range(1, min(len(stop), len(whole) + 1))
+                                    if whole.endswith(stop[:k])), default=0)  # fmt: skip
         chars, count = self.sent
         tokens = count
         while tokens < len(self.tokens) and (self.offsets[tokens] < end or (final and not self.cut)):
@@ -109,12 +108,9 @@ def openai_routes(app: FastAPI, store: PromptStore, batcher: Batcher, limits: Li
         job = Job("complete", tuned, rows, params)
         if not body.stream:
             outputs = await enqueue(batcher, job)
-            for text, generated in zip(texts, outputs):
-                for token, logprob, top in zip(generated.tokens, generated.logprobs, generated.top):
-                    text.add(token, logprob, top)
-            choices = [_choice(i, text.release(final=True), text.finish_reason(g))
-                       for i, (text, g) in enumerate(zip(texts, outputs))]  # fmt: skip
-            return CompletionResponse(**head, choices=choices, usage=_usage(usage, outputs))
+            # Decoding every prefix again costs milliseconds a token: off the event loop.
+            choices = await asyncio.to_thread(_whole_choices, texts, outputs)
+            return CompletionResponse(**head, choices=choices, usage=_usage(usage, texts))
         events: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         job.on_token = lambda *event: loop.call_soon_threadsafe(events.put_nowait, event)
@@ -128,8 +124,18 @@ def _choice(index: int, released: tuple[str, Logprobs | None], reason: str | Non
     return Choice(text=released[0], index=index, finish_reason=reason, logprobs=released[1])
 
 
-def _usage(usage: dict, outputs: list[Generated]) -> dict[str, int]:
-    completion = sum(len(g.tokens) for g in outputs)
+def _whole_choices(texts: list[ChoiceText], outputs: list[Generated]) -> list[Choice]:
+    for text, generated in zip(texts, outputs):
+        for token, logprob, top in zip(generated.tokens, generated.logprobs, generated.top):
+            text.add(token, logprob, top)
+    return [
+        _choice(i, text.release(final=True), text.finish_reason(g)) for i, (text, g) in enumerate(zip(texts, outputs))
+    ]
+
+
+def _usage(usage: dict, texts: list[ChoiceText]) -> dict[str, int]:
+    """Tokens counted as far as each choice goes (a stop string ends it, though the batch decodes on)."""
+    completion = sum(len(text.tokens) for text in texts)
     return {**usage, "completion_tokens": completion, "total_tokens": usage["prompt_tokens"] + completion}
 
 
@@ -166,5 +172,5 @@ async def _chunks(head: dict, texts: list[ChoiceText], events: asyncio.Queue, ou
     for row, (text, g) in enumerate(zip(texts, generated)):
         yield event([_choice(row, text.release(final=True), text.finish_reason(g))])
     if usage is not None:
-        yield event([], usage=_usage(usage, generated))
+        yield event([], usage=_usage(usage, texts))
     yield "data: [DONE]\n\n"

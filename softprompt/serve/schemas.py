@@ -4,7 +4,7 @@ describes them) and the server's limits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -12,6 +12,8 @@ from .store import Served
 
 VERSION_HELP = "content hash of the prompt and task that answered (changes with every new upload of the task)"
 MAX_LOGPROBS = 20
+MAX_STOPS = 4  # OpenAI's limit; each stop string is checked against the text at every token
+Stop = Annotated[str, Field(max_length=256)]
 # OpenAI completion fields this server does not implement, at the value that asks for nothing (clients such as
 # LangChain send them by default): accepted at that value (or null), refused with a 400 naming them otherwise.
 NEUTRAL = {"n": 1, "best_of": 1, "echo": False, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": {},
@@ -59,7 +61,7 @@ class CompletionRequest(BaseModel):
     max_tokens: int = Field(16, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
+    stop: Stop | list[Stop] | None = Field(None, max_length=MAX_STOPS, description=f"up to {MAX_STOPS} strings")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = Field(False, description="server-sent events, one chunk per token, then `data: [DONE]`")
     stream_options: StreamOptions | None = None

@@ -36,16 +36,16 @@ def rss_mb() -> float:
 def worker(model: str, output: str, shard: bool, steps: int) -> None:
     """One torchrun process: train, then print this process's figures as a JSON line."""
     from softprompt import fit
+    from softprompt.distributed import held_weights
     from softprompt.train import TrainConfig
 
     config = TrainConfig(model=model, task="raft/twitter_complaints", num_virtual_tokens=20, max_steps=steps,
                          batch_size=8, dtype="float32", output=output, progress=False, shard_base=shard,
                          seed=0)  # fmt: skip
     tuned = fit(config, overwrite=True)
-    params = list(tuned.lm.base.parameters())
-    held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+    held, total = held_weights(tuned.lm.base)
     print(json.dumps({"rank": int(os.environ.get("RANK", 0)), "shard_base": shard, "held_weights": held,
-                      "base_weights": sum(p.numel() for p in params), "rss_end_mb": round(rss_mb()),
+                      "base_weights": total, "rss_end_mb": round(rss_mb()),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}),
           flush=True)  # fmt: skip
 

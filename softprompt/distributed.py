@@ -63,8 +63,7 @@ class DataParallel:
                 tensor.data = tensor.data.clone()
         gc.collect()  # so the blocks' whole weights, read with it, are freed
         if self.main:
-            held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
-            total = sum(p.numel() for p in model.parameters())
+            held, total = held_weights(model)
             print(f"softprompt: base sharded over {self.world} processes ({len(blocks)} blocks); this process holds "
                   f"{held:,} of its {total:,} weights", file=sys.stderr, flush=True)  # fmt: skip
         return len(blocks)
@@ -89,6 +88,13 @@ class DataParallel:
         value = torch.tensor([int(flag)])
         torch.distributed.broadcast(value, src=0)
         return bool(value.item())
+
+
+def held_weights(model: nn.Module) -> tuple[int, int]:
+    """(weights this process holds, weights of the whole model): a sharded parameter counts its local shard."""
+    params = list(model.parameters())
+    held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+    return held, sum(p.numel() for p in params)
 
 
 def outer_module_lists(model: nn.Module) -> list[nn.ModuleList]:

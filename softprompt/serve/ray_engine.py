@@ -1,0 +1,231 @@
+"""`softprompt serve --engine ray`: the same HTTP API over N replicas with Ray Serve, routed by task.
+
+Two deployments. Each `Replica` is today's single-process app (base model loaded once, its own batcher and
+prompt keys/values), over a shared prompts folder (shared_store.py). The `Ingress` takes every HTTP request,
+reads which task it is for, and hands it to a replica through Ray Serve's model multiplexing with the task as
+model id: Ray sends it to a replica that already holds the task, so the task's prompt keys/values stay warm
+there, and each replica holds at most `held_tasks` tasks, the least recently used evicted. /healthz and
+/metrics go to every replica (a broadcast) and come back merged. A replica that dies or does not answer within
+the request timeout gets a 503, never a hang.
+
+On an existing Ray cluster: `serve run softprompt.serve.ray_engine:app_builder prompts=/shared/prompts
+replicas=4` (any `build` option as key=value; the prompts folder must be the same shared path on every node).
+"""
+
+import asyncio
+import os
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ..errors import SoftpromptError
+from .guards import error
+from .relay import Forwarded, collected, merged_health, merged_metrics, relay
+from .schemas import Limits
+from .shared_store import stamp
+
+try:
+    from ray import serve
+except ImportError:  # the optional extra; `serve_ray` says what to install
+    serve = None
+
+RAY_MISSING = "--engine ray needs Ray Serve: pip install 'softprompt[ray]'"
+GATHERED = {"/healthz": merged_health, "/metrics": merged_metrics}  # answered by every replica, merged
+SETTINGS = {"replicas": int, "held_tasks": int, "cpus_per_replica": float, "timeout_s": float}
+NUMBERS = {"max_batch": int, "max_wait_ms": float, "max_queue": int}  # server.build's numeric options
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+
+class Lease:
+    """A task as Ray's multiplexer holds it on a replica; Ray calls `__del__` when it evicts the task (least
+    recently used), and the replica's store drops the prompt then."""
+
+    def __init__(self, store, name: str) -> None:
+        self.store, self.name, self.live = store, name, True
+
+    def __del__(self) -> None:
+        if self.live:
+            self.live = False
+            self.store.forget(self.name)
+
+
+def replica_class(held_tasks: int):
+    """The replica deployment's class (built here, since Ray reads the per-replica task bound from the
+    multiplexing decorator)."""
+
+    class Replica:
+        def __init__(self, options: dict, threads: int) -> None:
+            import torch
+
+            from .server import build
+
+            torch.set_num_threads(threads)
+            self.app = build(**options, held_tasks=held_tasks)
+            self.store = self.app.state.store
+            self.name = serve.get_replica_context().replica_id.unique_id
+
+        @serve.multiplexed(max_num_models_per_replica=held_tasks)
+        async def lease(self, task: str) -> Lease:
+            return Lease(self.store, task)
+
+        async def forward(self, request: Forwarded):
+            """The request through this replica's app, streamed back: the head, then the body's chunks."""
+            await self.held()
+            async for part in relay(self.app, request):
+                yield part
+
+        async def answer(self, request: Forwarded) -> tuple[str, int, list, bytes]:
+            """The whole answer in one piece (one Ray message, not a stream's several), named by replica."""
+            await self.held()
+            return (self.name, *await collected(self.app, request))
+
+        async def held(self) -> None:
+            """Mark the request's task held here, most recently used, for Ray's routing by task."""
+            task = serve.get_multiplexed_model_id()
+            if task:
+                await self.lease(task)
+
+    return Replica
+
+
+def ingress_class():
+    """The ingress deployment's class, on a FastAPI app of its own with one route that takes every path (the
+    replicas' own /docs and /openapi.json are forwarded too)."""
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @serve.ingress(api)
+    class Ingress(Gateway):
+        @api.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
+        async def route(self, request: Request) -> Response:
+            return await self.handle(request)
+
+    return Ingress
+
+
+class Gateway:
+    """Every HTTP request, handed to a replica as it came (relay.py), by task."""
+
+    def __init__(self, replicas, prompts: str, limits: Limits, timeout_s: float, by_task: bool) -> None:
+        self.replicas, self.timeout, self.by_task = replicas, timeout_s, by_task
+        self.root = Path(prompts).absolute()
+        self.body_limit = max(limits.max_body_bytes, limits.max_upload_bytes)
+
+    async def handle(self, request: Request) -> Response:
+        forwarded = await Forwarded.of(request, self.body_limit)
+        if forwarded.method == "GET" and forwarded.path in GATHERED:
+            return await self.gathered(forwarded)
+        task = forwarded.task() if self.by_task else ""
+        if task and stamp(self.root / task) is None:
+            task = ""  # unknown task: any replica answers 404 (after checking the key); no replica holds it
+        replicas = self.replicas.options(multiplexed_model_id=task)
+        if not forwarded.streamed():
+            try:
+                _, status, headers, body = await asyncio.wait_for(replicas.answer.remote(forwarded), self.timeout)
+            except Exception as exc:  # a replica that died (Ray's errors) or did not answer in time
+                return self.unavailable(forwarded, exc)
+            return _response(status, headers, body)
+        stream = replicas.options(stream=True).forward.remote(forwarded)
+        try:
+            status, headers = await asyncio.wait_for(anext(stream), self.timeout)
+        except Exception as exc:
+            stream.cancel()
+            return self.unavailable(forwarded, exc)
+        response = StreamingResponse(self.rest(stream), status_code=status)
+        response.raw_headers = headers
+        return response
+
+    async def rest(self, stream):
+        """The body's chunks; a replica lost mid-answer ends the body early (the head is already sent)."""
+        while True:
+            try:
+                yield await asyncio.wait_for(anext(stream), self.timeout)
+            except StopAsyncIteration:
+                return
+            except Exception:
+                stream.cancel()
+                return
+
+    async def gathered(self, forwarded: Forwarded) -> Response:
+        """/healthz or /metrics of every live replica, merged; a refusal (401) is passed on as it is."""
+        try:
+            answers = await self.replicas.broadcast("answer", forwarded).results_async(
+                timeout_s=self.timeout, return_exceptions=True
+            )
+        except Exception as exc:
+            return self.unavailable(forwarded, exc)
+        answers = [answer for answer in answers if not isinstance(answer, BaseException)]
+        if not answers:
+            return self.unavailable(forwarded, RuntimeError("no replica answered"))
+        for _, status, headers, body in answers:
+            if status != 200:
+                return _response(status, headers, body)
+        bodies = {name: body for name, _, _, body in answers}
+        if forwarded.path == "/healthz":
+            return JSONResponse(merged_health(bodies))
+        return Response(merged_metrics(bodies), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def unavailable(self, forwarded: Forwarded, exc: BaseException) -> Response:
+        reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return error(503, f"replica unavailable ({reason}), retry", {"Retry-After": "1"}, forwarded.path)
+
+
+def _response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
+    """A replica's answer as it gave it (status, every header, body)."""
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response
+
+
+def application(
+    options: dict,
+    replicas: int = 2,
+    held_tasks: int = 16,
+    cpus_per_replica: float = 1.0,
+    timeout_s: float = 60.0,
+    by_task: bool = True,
+):
+    """The Ray Serve application: `replicas` copies of the app over `options` (server.build's arguments).
+    `by_task=False` leaves routing to Ray's default balancing, task-blind (bench/serve_scale.py compares)."""
+    if serve is None:
+        raise SoftpromptError(RAY_MISSING)
+    if replicas < 1 or held_tasks < 1:
+        raise SoftpromptError("--replicas and --held-tasks: at least 1")
+    replica = serve.deployment(
+        replica_class(held_tasks),
+        name="Replica",
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": cpus_per_replica},
+        max_ongoing_requests=1024,  # the replica's own batcher queues and refuses (503) past --max-queue
+    )
+    ingress = serve.deployment(
+        ingress_class(), name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024
+    )
+    limits = options.get("limits") or Limits()
+    threads = max(1, int(cpus_per_replica))
+    return ingress.bind(replica.bind(options, threads), options["prompts"], limits, timeout_s, by_task)
+
+
+def app_builder(args: dict):
+    """For `serve run softprompt.serve.ray_engine:app_builder key=value ...` on an existing cluster: the
+    replica settings (replicas, held_tasks, cpus_per_replica, timeout_s) and server.build's options."""
+    settings = {key: kind(args.pop(key)) for key, kind in SETTINGS.items() if key in args}
+    options = {key: NUMBERS.get(key, str)(value) for key, value in args.items()}
+    if "prompts" not in options:
+        raise SoftpromptError("app_builder: give prompts=FOLDER (a folder every node reads at the same path)")
+    return application(options, **settings)
+
+
+def serve_ray(host: str, port: int, replicas: int, held_tasks: int, timeout_s: float, **options) -> None:
+    """Start (or join, with RAY_ADDRESS) a Ray cluster, deploy the app and serve until interrupted."""
+    if serve is None:
+        raise SoftpromptError(RAY_MISSING)
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS")
+    cpus = os.cpu_count() or 1
+    ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": host, "port": port})
+    per_replica = 1.0 if address else cpus / replicas
+    app = application(options, replicas, held_tasks, per_replica, timeout_s)
+    serve.run(app, name="softprompt", route_prefix="/", blocking=True)

@@ -1,0 +1,106 @@
+"""A prompt store that many replicas share: the prompts folder is the truth, read with a version check.
+
+Each replica (ray_engine.py) holds at most `capacity` tasks in memory, the least recently used dropped first.
+Every lookup compares the task folder's stamp (inodes and modification times of the folder and its weights,
+two `stat` calls) with the stamp of the copy held: an upload or delete on any replica renames folders (under
+the folder's exclusive lock, store.py), so after that call returns, every replica's next lookup sees the
+change, reloads or answers 404. No broadcast has to reach every replica, and a replica that restarts or
+joins later needs no catching up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+from .. import checkpoint
+from ..errors import SoftpromptError
+from .store import NAME, PromptStore, Served
+
+Stamp = tuple[int, int, int, int, int]
+
+
+def stamp(folder: Path) -> Stamp | None:
+    """What changes whenever the folder is replaced (None: no such task)."""
+    try:
+        here, weights = os.stat(folder), os.stat(folder / checkpoint.WEIGHTS)
+    except OSError:
+        return None
+    return here.st_ino, here.st_mtime_ns, weights.st_ino, weights.st_mtime_ns, weights.st_size
+
+
+class SharedPromptStore(PromptStore):
+    """Tasks loaded on first use from a folder other processes may change, at most `capacity` held."""
+
+    def __init__(self, base, root: Path, capacity: int) -> None:
+        super().__init__(base, root)
+        if not self.root.is_dir():
+            raise SoftpromptError(f"{self.root}: no such prompts folder")
+        self.capacity = capacity
+        self._tasks: OrderedDict[str, Served] = OrderedDict()
+        self._stamps: dict[str, Stamp] = {}
+
+    def get(self, name: str) -> Served | None:
+        if not NAME.fullmatch(name) or ".." in name:
+            return None
+        folder = self.root / name
+        now = stamp(folder)
+        with self._lock:
+            self.lookups += 1
+            if now is not None and self._stamps.get(name) == now:
+                self._tasks.move_to_end(name)
+                return self._tasks[name]
+        with self.folder_lock(shared=True):  # a folder being swapped is read after the swap, whole
+            now = stamp(folder)
+            served = Served.of(self._load(folder)) if now is not None else None
+        with self._lock:
+            self._drop(name)
+            if served is not None:
+                self._hold(name, served, now)
+        return served
+
+    def forget(self, name: str) -> None:
+        """Drop a held task (its prompt and cached keys/values); the folder stays."""
+        with self._lock:
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        self._tasks.pop(name, None)
+        self._stamps.pop(name, None)
+
+    def _hold(self, name: str, served: Served, now: Stamp | None) -> None:
+        """Keep a task as the most recently used, dropping the least recently used past the capacity."""
+        self._drop(name)
+        self._tasks[name], self._stamps[name] = served, now
+        while len(self._tasks) > self.capacity:
+            self._drop(next(iter(self._tasks)))
+
+    def names(self) -> list[str]:
+        return sorted(
+            folder.name
+            for folder in self.root.iterdir()
+            if NAME.fullmatch(folder.name) and (folder / checkpoint.WEIGHTS).is_file()
+        )
+
+    def items(self) -> list[tuple[str, Served]]:
+        """Every task in the folder; those not held are loaded for the answer and not kept."""
+        listed = []
+        for name in self.names():
+            with self._lock:
+                held = self._tasks.get(name) if self._stamps.get(name) == stamp(self.root / name) else None
+            if held is None:
+                with self.folder_lock(shared=True):
+                    try:
+                        held = Served.of(self._load(self.root / name))
+                    except (OSError, SoftpromptError):  # deleted meanwhile, or not a prompt folder
+                        continue
+            listed.append((name, held))
+        return listed
+
+    def install(self, name: str, files: dict[str, bytes]) -> Served:
+        """Install as every store does, but hold nothing: the next lookup reads the folder, which another
+        replica may have replaced again meanwhile."""
+        served = super().install(name, files)
+        self.forget(name)
+        return served

@@ -1,0 +1,156 @@
+"""`serve --engine ray`: two replicas behind Ray Serve on a local Ray (num_cpus=2), the real default model.
+
+Answers equal the single-process server's, an upload or delete reaches every replica before its reply (the
+shared store's versioned reads), and a killed replica leaves the other answering, or a clear 503, never a hang.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .serving import call, free_port, rows_for, running_server, write_prompts, zip_folder
+
+ray = pytest.importorskip("ray", reason="Ray is in the dev extra: pip install -e '.[dev]'")
+from ray import serve  # noqa: E402
+
+from softprompt.errors import SoftpromptError  # noqa: E402
+from softprompt.serve import ray_engine  # noqa: E402
+from softprompt.serve.relay import Forwarded  # noqa: E402
+
+TOKEN = "test-admin-token-ray-0123456789"
+SERVED = ["tweets", "sentiment", "topic", "pairs"]
+APP = "softprompt-test"
+TIMEOUT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory, smollm2):
+    root = write_prompts(tmp_path_factory.mktemp("ray-prompts"), smollm2)
+    shutil.rmtree(root / "bare")
+    return root
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ray-admin") / "token"
+    path.write_text(TOKEN)
+    return path
+
+
+def _mixed_jobs() -> list[tuple[str, dict]]:
+    return [(name, row) for name in SERVED for row in rows_for(name)]
+
+
+def _ask_all(url: str, jobs: list[tuple[str, dict]]) -> list[tuple[int, dict]]:
+    def ask(job):
+        body = {"task": job[0], "inputs": [job[1]], "return_scores": True}
+        return call(url + "/v1/classify", "POST", body)[:2]
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(ask, jobs))
+
+
+@pytest.fixture(scope="module")
+def single_answers(prompts):
+    """The single-process server's answers to the mixed requests (asked before Ray starts: 2 cores)."""
+    with running_server("smollm2-135m", prompts) as url:
+        return _ask_all(url, _mixed_jobs())
+
+
+@pytest.fixture(scope="module")
+def cluster(prompts, token_file, single_answers):
+    """A local Ray with 2 CPUs, and the app with 2 replicas of one CPU each, each holding at most 3 tasks."""
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=2**27, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    options = {"model": "smollm2-135m", "prompts": str(prompts), "dtype": "float32",
+               "admin_token_file": str(token_file), "max_wait_ms": 20.0}  # fmt: skip
+    app = ray_engine.application(options, replicas=2, held_tasks=3, cpus_per_replica=1.0, timeout_s=TIMEOUT_S)
+    serve.run(app, name=APP, route_prefix="/")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _on_every_replica(task: str) -> list[tuple[int, dict]]:
+    """(status, body) of one classify request answered by each replica (a broadcast past the router)."""
+    import json
+
+    body = json.dumps({"task": task, "inputs": [rows_for(task, 1)[0]]}).encode()
+    request = Forwarded("POST", "/v1/classify", b"", ((b"content-type", b"application/json"),), body)
+    replicas = serve.get_deployment_handle("Replica", APP)
+    answers = replicas.broadcast("answer", request).results(timeout_s=60)
+    return [(status, json.loads(payload)) for _, status, _, payload in answers]
+
+
+def test_mixed_requests_answer_as_the_single_process_server(cluster, single_answers):
+    jobs = _mixed_jobs()
+    replies = _ask_all(cluster, jobs)
+    for (status, body), (_, single) in zip(replies, single_answers):
+        assert status == 200, body
+        assert body["labels"] == single["labels"] and body["prompt_version"] == single["prompt_version"]
+        for label, score in single["scores"][0].items():
+            assert body["scores"][0][label] == pytest.approx(score, abs=1e-4)
+    status, health, _ = call(cluster + "/healthz")
+    assert status == 200 and len(health["replicas"]) == 2 and health["tasks"] == len(SERVED)
+    status, metrics, _ = call(cluster + "/metrics")
+    classify = [line for line in metrics.splitlines() if line.startswith('softprompt_requests_total{endpoint="/v1/c')]
+    assert sum(float(line.split()[-1]) for line in classify) == len(jobs)  # every replica's count, summed
+    assert all('replica="' in line for line in classify)
+    held = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("softprompt_tasks_loaded{")]
+    assert len(held) == 2 and max(held) <= 3  # the per-replica bound: least recently used tasks evicted
+
+
+def test_an_upload_reaches_every_replica_before_its_reply(cluster, prompts, smollm2):
+    from softprompt.serve.store import prompt_version
+    from softprompt.tuned import TunedPrompt
+
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/zip"}
+    assert call(cluster + "/v1/tasks/swapped", "PUT", headers=auth, raw=zip_folder(prompts / "topic"))[0] == 200
+    assert {body["prompt_version"] for _, body in _on_every_replica("swapped")} == {
+        prompt_version(TunedPrompt.from_pretrained(prompts / "topic", base=smollm2))
+    }  # both replicas now hold the first version
+    status, info, _ = call(cluster + "/v1/tasks/swapped", "PUT", headers=auth, raw=zip_folder(prompts / "sentiment"))
+    assert status == 200, info
+    answers = _on_every_replica("swapped")
+    assert len(answers) == 2 and {body["prompt_version"] for _, body in answers} == {info["prompt_version"]}
+    follow_ups = _ask_all(cluster, [("swapped", {"text": f"follow-up {i}"}) for i in range(200)])
+    assert {(status, body["prompt_version"]) for status, body in follow_ups} == {(200, info["prompt_version"])}
+    assert call(cluster + "/v1/tasks/swapped", "DELETE", headers=auth)[0] == 200
+    assert [status for status, _ in _on_every_replica("swapped")] == [404, 404]
+    status, body, _ = call(cluster + "/v1/classify", "POST", {"task": "swapped", "inputs": ["x"]})
+    assert status == 404 and body == {"error": "unknown task 'swapped'"}
+
+
+def test_a_killed_replica_leaves_answers_or_a_clear_503(cluster):
+    """Runs last: it kills a replica (Ray starts a new one). Every request ends within the request timeout."""
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#Replica#" in a["name"]]
+    assert len(names) == 2
+
+    def timed(job):
+        start = time.monotonic()
+        status, body = _ask_all(cluster, [job])[0]
+        return status, body, time.monotonic() - start
+
+    jobs = _mixed_jobs() * 2
+    with ThreadPoolExecutor(8) as pool:
+        pending = pool.map(timed, jobs)
+        time.sleep(0.5)
+        ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+        replies = list(pending) + [timed(job) for job in jobs[:8]]
+    for status, body, seconds in replies:
+        assert status == 200 or (status == 503 and body["error"].startswith("replica unavailable")), body
+        assert seconds < TIMEOUT_S + 5
+    assert sum(status == 200 for status, _, _ in replies[-8:]) >= 1
+
+
+def test_engine_ray_without_ray_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(ray_engine, "serve", None)
+    with pytest.raises(SoftpromptError, match=r"pip install 'softprompt\[ray\]'"):
+        ray_engine.serve_ray("127.0.0.1", 0, replicas=2, held_tasks=4, timeout_s=5, prompts=".")

@@ -189,8 +189,8 @@ def report(rows: list, streams: dict, args) -> None:
         print(f"  {replicas} replicas, {label}: hit rate "
               f"{simulate(streams[40], args.warmup, replicas, args.held_tasks, by_task):.3f}{seen}")  # fmt: skip
     print(f"Projection, not measured: 8 replicas on 8 machines of this kind serve about 8 x {one['rps']:.1f} = "
-          f"{8 * one['rps']:.0f} req/s at 4 tasks (replicas share nothing but the prompts folder; one ingress "
-          "replica per machine keeps the hop local), and routing by task keeps the hit rate of the simulated "
+          f"{8 * one['rps']:.0f} req/s at 4 tasks if the ingress keeps up (it is one replica "
+          "here, the first bottleneck at that scale), and routing by task keeps the hit rate of the simulated "
           "row above as tasks outnumber one replica's cache.")  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from .serving import call, free_port, rows_for, running_server, write_prompts, z
 ray = pytest.importorskip("ray", reason="Ray is in the dev extra: pip install -e '.[dev]'")
 from ray import serve  # noqa: E402
 
+from softprompt.client import Client  # noqa: E402
 from softprompt.errors import SoftpromptError  # noqa: E402
 from softprompt.serve import ray_engine  # noqa: E402
 from softprompt.serve.relay import Forwarded  # noqa: E402
@@ -97,11 +98,14 @@ def test_mixed_requests_answer_as_the_single_process_server(cluster, single_answ
         assert body["labels"] == single["labels"] and body["prompt_version"] == single["prompt_version"]
         for label, score in single["scores"][0].items():
             assert body["scores"][0][label] == pytest.approx(score, abs=1e-4)
+    client = Client(cluster)  # the Python client, unchanged
+    assert sorted(task["name"] for task in client.tasks()) == sorted(SERVED)
+    assert client.classify(jobs[0][0], [jobs[0][1]])["labels"] == single_answers[0][1]["labels"]
     status, health, _ = call(cluster + "/healthz")
     assert status == 200 and len(health["replicas"]) == 2 and health["tasks"] == len(SERVED)
     status, metrics, _ = call(cluster + "/metrics")
     classify = [line for line in metrics.splitlines() if line.startswith('softprompt_requests_total{endpoint="/v1/c')]
-    assert sum(float(line.split()[-1]) for line in classify) == len(jobs)  # every replica's count, summed
+    assert sum(float(line.split()[-1]) for line in classify) == len(jobs) + 1  # every replica's count, summed
     assert all('replica="' in line for line in classify)
     held = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("softprompt_tasks_loaded{")]
     assert len(held) == 2 and max(held) <= 3  # the per-replica bound: least recently used tasks evicted

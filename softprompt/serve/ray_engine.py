@@ -13,6 +13,7 @@ replicas=4` (any `build` option as key=value; the prompts folder must be the sam
 """
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import SoftpromptError
-from .guards import error
+from .guards import error, error_body
 from .relay import Forwarded, collected, merged_health, merged_metrics, relay
 from .schemas import Limits
 from .shared_store import stamp
@@ -31,9 +32,11 @@ except ImportError:  # the optional extra; `serve_ray` says what to install
     serve = None
 
 RAY_MISSING = "--engine ray needs Ray Serve: pip install 'softprompt[ray]'"
-GATHERED = {"/healthz": merged_health, "/metrics": merged_metrics}  # answered by every replica, merged
+GATHERED = ("/healthz", "/metrics")  # answered by every replica, merged
 SETTINGS = {"replicas": int, "held_tasks": int, "cpus_per_replica": float, "timeout_s": float}
 NUMBERS = {"max_batch": int, "max_wait_ms": float, "max_queue": int}  # server.build's numeric options
+FLAGS = {"batching", "console", "open_health_metrics"}  # and its true/false ones
+PATHS = ("prompts", "admin_token_file", "api_key_file")  # made absolute: replicas start in other folders
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
@@ -109,10 +112,10 @@ class Gateway:
     def __init__(self, replicas, prompts: str, limits: Limits, timeout_s: float, by_task: bool) -> None:
         self.replicas, self.timeout, self.by_task = replicas, timeout_s, by_task
         self.root = Path(prompts).absolute()
-        self.body_limit = max(limits.max_body_bytes, limits.max_upload_bytes)
+        self.limits = limits
 
     async def handle(self, request: Request) -> Response:
-        forwarded = await Forwarded.of(request, self.body_limit)
+        forwarded = await Forwarded.of(request, self.limits)
         if forwarded.method == "GET" and forwarded.path in GATHERED:
             return await self.gathered(forwarded)
         task = forwarded.task() if self.by_task else ""
@@ -120,9 +123,11 @@ class Gateway:
             task = ""  # unknown task: any replica answers 404 (after checking the key); no replica holds it
         replicas = self.replicas.options(multiplexed_model_id=task)
         if not forwarded.streamed():
+            answer = replicas.answer.remote(forwarded)
             try:
-                _, status, headers, body = await asyncio.wait_for(replicas.answer.remote(forwarded), self.timeout)
+                _, status, headers, body = await asyncio.wait_for(answer, self.timeout)
             except Exception as exc:  # a replica that died (Ray's errors) or did not answer in time
+                answer.cancel()  # the replica drops the request rather than answering no one
                 return self.unavailable(forwarded, exc)
             return _response(status, headers, body)
         stream = replicas.options(stream=True).forward.remote(forwarded)
@@ -136,15 +141,20 @@ class Gateway:
         return response
 
     async def rest(self, stream):
-        """The body's chunks; a replica lost mid-answer ends the body early (the head is already sent)."""
-        while True:
-            try:
-                yield await asyncio.wait_for(anext(stream), self.timeout)
-            except StopAsyncIteration:
-                return
-            except Exception:
-                stream.cancel()
-                return
+        """The body's chunks. A replica lost mid-answer ends the stream with an error event, as a failed batch
+        does on one server (the head is already sent); a client that leaves cancels the replica's stream."""
+        try:
+            while True:
+                try:
+                    yield await asyncio.wait_for(anext(stream), self.timeout)
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    body = error_body(503, f"replica unavailable ({type(exc).__name__}), retry", "/v1/completions")
+                    yield f"data: {json.dumps(body)}\n\n".encode()
+                    return
+        finally:
+            stream.cancel()
 
     async def gathered(self, forwarded: Forwarded) -> Response:
         """/healthz or /metrics of every live replica, merged; a refusal (401) is passed on as it is."""
@@ -211,6 +221,10 @@ def app_builder(args: dict):
     replica settings (replicas, held_tasks, cpus_per_replica, timeout_s) and server.build's options."""
     settings = {key: kind(args.pop(key)) for key, kind in SETTINGS.items() if key in args}
     options = {key: NUMBERS.get(key, str)(value) for key, value in args.items()}
+    for flag in FLAGS & set(options):
+        if options[flag].lower() not in ("true", "false"):
+            raise SoftpromptError(f"app_builder: {flag}={options[flag]}: give true or false")
+        options[flag] = options[flag].lower() == "true"
     if "prompts" not in options:
         raise SoftpromptError("app_builder: give prompts=FOLDER (a folder every node reads at the same path)")
     return application(options, **settings)
@@ -227,5 +241,6 @@ def serve_ray(host: str, port: int, replicas: int, held_tasks: int, timeout_s: f
     ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     per_replica = 1.0 if address else cpus / replicas
+    options |= {key: str(Path(options[key]).absolute()) for key in PATHS if options.get(key)}
     app = application(options, replicas, held_tasks, per_replica, timeout_s)
     serve.run(app, name="softprompt", route_prefix="/", blocking=True)

@@ -9,6 +9,7 @@ and /metrics answers are merged here into one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 
-from .store import NAME
+from .schemas import Limits
+from .store import valid_name
 
 TASK_FIELDS = {"/v1/classify": "task", "/v1/completions": "model"}  # the body field naming the task
 Head = tuple[int, list[tuple[bytes, bytes]]]  # status and raw headers
@@ -34,9 +36,10 @@ class Forwarded:
     body: bytes
 
     @classmethod
-    async def of(cls, request: Request, limit: int) -> Forwarded:
+    async def of(cls, request: Request, limits: Limits) -> Forwarded:
         """The request, its body read up to `limit` bytes plus one: the replica's body limit then answers
         413 exactly as the single server does, without the ingress holding an unbounded body."""
+        limit = limits.max_upload_bytes if request.method == "PUT" else limits.max_body_bytes  # as BodyLimit
         declared = request.headers.get("content-length", "")
         body = b""
         if not (declared.isdigit() and int(declared) > limit):
@@ -52,15 +55,16 @@ class Forwarded:
         if self.method == "GET" and self.path.startswith("/v1/models/"):
             name = self.path.removeprefix("/v1/models/")
         elif self.method == "POST" and self.path in TASK_FIELDS:
-            name = self._fields().get(TASK_FIELDS[self.path])
+            name = self._fields.get(TASK_FIELDS[self.path])
         else:
             return ""
-        return name if isinstance(name, str) and NAME.fullmatch(name) and ".." not in name else ""
+        return name if isinstance(name, str) and valid_name(name) else ""
 
     def streamed(self) -> bool:
         """Whether the answer comes in pieces (a completion with `stream: true`)."""
-        return self.method == "POST" and self.path == "/v1/completions" and self._fields().get("stream") is True
+        return self.method == "POST" and self.path == "/v1/completions" and self._fields.get("stream") is True
 
+    @functools.cached_property
     def _fields(self) -> dict:
         """The JSON body's fields ({} when it is not a JSON object: the replica answers 422 for that)."""
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import checkpoint
 from ..errors import SoftpromptError
-from .store import NAME, PromptStore, Served
+from .store import PromptStore, Served, valid_name
 
 Stamp = tuple[int, int, int, int, int]
 
@@ -42,7 +42,7 @@ class SharedPromptStore(PromptStore):
         self._stamps: dict[str, Stamp] = {}
 
     def get(self, name: str) -> Served | None:
-        if not NAME.fullmatch(name) or ".." in name:
+        if not valid_name(name):
             return None
         folder = self.root / name
         now = stamp(folder)
@@ -59,6 +59,11 @@ class SharedPromptStore(PromptStore):
             if served is not None:
                 self._hold(name, served, now)
         return served
+
+    def _known(self, name: str) -> bool:
+        """Any task in the shared folder, held here or not."""
+        self._drop(name)
+        return stamp(self.root / name) is not None
 
     def forget(self, name: str) -> None:
         """Drop a held task (its prompt and cached keys/values); the folder stays."""
@@ -80,7 +85,7 @@ class SharedPromptStore(PromptStore):
         return sorted(
             folder.name
             for folder in self.root.iterdir()
-            if NAME.fullmatch(folder.name) and (folder / checkpoint.WEIGHTS).is_file()
+            if valid_name(folder.name) and (folder / checkpoint.WEIGHTS).is_file()
         )
 
     def items(self) -> list[tuple[str, Served]]:

@@ -37,8 +37,13 @@ FOLDER_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.META)
 MAX_UNPACKED = 64 * 2**20
 
 
+def valid_name(name: str) -> bool:
+    """A name that is a task folder's name and cannot reach outside the store."""
+    return bool(NAME.fullmatch(name)) and ".." not in name
+
+
 def check_name(name: str) -> str:
-    if not NAME.fullmatch(name) or ".." in name:
+    if not valid_name(name):
         raise SoftpromptError(f"task name {name!r}: use 1-64 letters, digits, '_', '-', '.' (no '..')")
     return name
 
@@ -84,8 +89,12 @@ class PromptStore:
     @contextlib.contextmanager
     def folder_lock(self, shared: bool):
         """A lock on the folder across processes (flock): shared to read a task folder, exclusive to swap one."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as handle:
+        try:
+            handle = open(self.root / ".lock", "a")
+        except OSError:  # a read-only shared folder: nobody can swap a task in it, so readers need no lock
+            yield
+            return
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             try:
                 yield
@@ -155,11 +164,17 @@ class PromptStore:
 
     def remove(self, name: str) -> bool:
         with self.folder_lock(shared=False), self._lock:
-            known = self._tasks.pop(name, None) is not None
+            if not self._known(name):
+                return False
+            self._tasks.pop(name, None)
             retired = self._retire(check_name(name))
         if retired:
             shutil.rmtree(retired, ignore_errors=True)
-        return known or retired is not None
+        return True
+
+    def _known(self, name: str) -> bool:
+        """Whether `name` is a task served here (called under the lock)."""
+        return name in self._tasks
 
     def _retire(self, name: str) -> Path | None:
         """Move a task's folder out of the way (a rename, so readers see it whole or gone); the caller deletes

@@ -72,7 +72,7 @@ class VllmCompletions:
         self.batcher.on_batch = hook
 
     def enqueue(self, job: Job) -> asyncio.Future:
-        if job.kind != "complete":
+        if job.kind != "complete" or not hasattr(job.tuned.lm, "prompt_embeds_with"):  # seq2seq: ours
             return self.batcher.enqueue(job)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -108,6 +108,8 @@ class VllmCompletions:
             "seed": params.get("seed"),
             "logprobs": params.get("logprobs") or 0,
             "return_tokens_as_token_ids": True,
+            "ignore_eos": True,  # stop at our tokenizer's EOS only, as our decoder does, not every id vLLM knows
+            "stop_token_ids": [job.tuned.tokenizer.eos_token_id],
             "stream": True,
         }
         request = urllib.request.Request(
@@ -125,11 +127,16 @@ class VllmCompletions:
 
     @staticmethod
     def _add(choice: dict, job: Job, index: int, generated: Generated) -> None:
+        if generated.stopped:
+            return
         logprobs = choice.get("logprobs") or {}
         for token, logprob, top in zip(
             logprobs.get("tokens", []), logprobs.get("token_logprobs", []), logprobs.get("top_logprobs") or []
         ):
             token_id = int(token.removeprefix(TOKEN_ID))
+            if token_id == job.tuned.tokenizer.eos_token_id:  # vLLM returns the stop token; ours leaves it out
+                generated.stopped = True
+                break
             ranked = sorted(((int(t.removeprefix(TOKEN_ID)), lp) for t, lp in (top or {}).items()), key=lambda x: -x[1])
             alternatives = dict(ranked[: job.params.get("logprobs") or 0])  # vLLM adds the sampled token too
             generated.tokens.append(token_id)

@@ -116,23 +116,33 @@ def running_server(model: str, prompts: Path, *extra: str, timeout: float = 180,
         stderr=subprocess.STDOUT,
         env=env,
     )
+    with serving(proc, url + "/healthz", timeout, lambda: proc.stdout.read().decode()[-2000:], headers):
+        yield url
+
+
+@contextlib.contextmanager
+def serving(proc: subprocess.Popen, probe: str, timeout: float, output, headers: dict | None = None, poll=0.2):
+    """Wait until `probe` answers 200 (else raise with the server's `output()`), then yield; the process is
+    terminated on exit, also on failure."""
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+                raise RuntimeError(f"server exited: {output()}")
             try:
-                if call(url + "/healthz", headers=headers)[0] == 200:
+                if call(probe, headers=headers)[0] == 200:
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not start in time")
-            time.sleep(0.2)
-        yield url
+                proc.kill()  # so that `output()` can read to the end
+                proc.wait()
+                raise RuntimeError(f"server did not start in time: {output()}")
+            time.sleep(poll)
+        yield
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -18,7 +17,7 @@ from openai import OpenAI
 
 from softprompt.models import cache_dir
 
-from .serving import TEXTS, call, free_port, running_server, write_prompts
+from .serving import TEXTS, call, free_port, running_server, serving, write_prompts
 
 VLLM_PYTHON = os.environ.get("SOFTPROMPT_VLLM_PYTHON")
 pytestmark = [
@@ -45,29 +44,11 @@ def vllm_url(smollm2, tmp_path_factory):
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited: {log.read_text()[-3000:]}")
-            try:
-                if call(url + "/v1/models")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"vLLM did not start: {log.read_text()[-3000:]}")
-            time.sleep(1)
+    with serving(proc, url + "/v1/models", 900, lambda: log.read_text()[-3000:], poll=1):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
-def _completions(url: str, stream: bool = False) -> list[tuple[str, dict]]:
+def _completions(url: str) -> list[tuple[str, dict]]:
     """Greedy completions of 3 tasks x 3 inputs, sent at once (so they mix in our batches), 2 prompts each."""
     jobs = [(task, [TEXTS[i], TEXTS[i + 3]]) for task in TASKS for i in range(3)]
 

@@ -44,21 +44,27 @@ class SharedPromptStore(PromptStore):
     def get(self, name: str) -> Served | None:
         if not valid_name(name):
             return None
-        folder = self.root / name
-        now = stamp(folder)
+        now = stamp(self.root / name)
         with self._lock:
             self.lookups += 1
-            if now is not None and self._stamps.get(name) == now:
+            held = self._held(name, now)
+            if held is not None:
                 self._tasks.move_to_end(name)
-                return self._tasks[name]
-        with self.folder_lock(shared=True):  # a folder being swapped is read after the swap, whole
-            now = stamp(folder)
-            served = Served.of(self._load(folder)) if now is not None else None
+                return held
+        now, served = self._read(name)
         with self._lock:
-            self._drop(name)
-            if served is not None:
-                self._hold(name, served, now)
+            self._hold(name, served, now) if served is not None else self._drop(name)
         return served
+
+    def _held(self, name: str, now: Stamp | None) -> Served | None:
+        """The copy held of a task if its folder is still the one it was read from (called under the lock)."""
+        return self._tasks[name] if now is not None and self._stamps.get(name) == now else None
+
+    def _read(self, name: str) -> tuple[Stamp | None, Served | None]:
+        """A task's folder, read whole (a folder being swapped is read after the swap), and its stamp."""
+        with self.folder_lock(shared=True):
+            now = stamp(self.root / name)
+            return now, Served.of(self._load(self.root / name)) if now is not None else None
 
     def _known(self, name: str) -> bool:
         """Any task in the shared folder, held here or not."""
@@ -92,20 +98,14 @@ class SharedPromptStore(PromptStore):
         """Every task in the folder; those not held are loaded for the answer and not kept."""
         listed = []
         for name in self.names():
+            now = stamp(self.root / name)
             with self._lock:
-                held = self._tasks.get(name) if self._stamps.get(name) == stamp(self.root / name) else None
+                held = self._held(name, now)
             if held is None:
-                with self.folder_lock(shared=True):
-                    try:
-                        held = Served.of(self._load(self.root / name))
-                    except (OSError, SoftpromptError):  # deleted meanwhile, or not a prompt folder
-                        continue
-            listed.append((name, held))
+                try:
+                    held = self._read(name)[1]
+                except (OSError, SoftpromptError):  # not a prompt folder
+                    continue
+            if held is not None:  # None: deleted meanwhile
+                listed.append((name, held))
         return listed
-
-    def install(self, name: str, files: dict[str, bytes]) -> Served:
-        """Install as every store does, but hold nothing: the next lookup reads the folder, which another
-        replica may have replaced again meanwhile."""
-        served = super().install(name, files)
-        self.forget(name)
-        return served

@@ -17,6 +17,7 @@ import torch
 from .batching import Encoder
 from .errors import ParameterError
 from .tasks import Row, Task
+from .train_config import TrainConfig
 
 
 def draw_examples(rows: Sequence[Row], task: Task, shots: int, seed: int) -> list[Row]:
@@ -61,3 +62,11 @@ def demonstrations(
         layer = model.get_input_embeddings()
         embeds = layer(torch.tensor([ids], dtype=torch.long, device=layer.weight.device))[0]
     return embeds, examples[:kept]
+
+
+def run_demonstrations(
+    config: TrainConfig, task: Task, rows: Sequence[Row], model, tokenizer
+) -> tuple[torch.Tensor, list[Row]]:
+    """`demonstrations` as a run makes them: `config`'s shots and seed, its inputs cut to its max_length."""
+    encoder = Encoder(task, tokenizer, config.max_length, input_eos=model.config.is_encoder_decoder)
+    return demonstrations(model, encoder, rows, config.shots, config.seed)

@@ -80,6 +80,7 @@ def describe() -> dict[str, object]:
         "device": f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "cpu",
         "cpu_capability": cpu_capability(),
         "native_bfloat16": native_cpu_bfloat16(),
+        "amx": torch.cpu._is_amx_tile_supported(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

@@ -15,8 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from . import checkpoint, hardware
-from .batching import Encoder
-from .demonstrations import demonstrations
+from .demonstrations import run_demonstrations
 from .errors import ParameterError, SoftpromptError
 from .memory import available_bytes
 from .models import load_base
@@ -86,8 +85,7 @@ def make_tuned(config: TrainConfig, task: Task, rows: list[Row], base=None) -> T
 def _design_init(config: TrainConfig, task: Task, rows: list[Row], model, tokenizer) -> tuple[SoftPrompt, list[Row]]:
     """A trainable prompt that starts as prompt design's: `shots` examples written out, one vector a token, so
     step 0 scores exactly as the untrained baseline and training can only move on from it; and the examples."""
-    encoder = Encoder(task, tokenizer, config.max_length, input_eos=model.config.is_encoder_decoder)
-    embeds, examples = demonstrations(model, encoder, rows, config.shots, config.seed)
+    embeds, examples = run_demonstrations(config, task, rows, model, tokenizer)
     if not examples:
         raise ParameterError("max_length", "leaves no room for a single example in the model's context")
     return SoftPrompt(embeds), examples

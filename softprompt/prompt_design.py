@@ -14,8 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from . import checkpoint
-from .batching import Encoder
-from .demonstrations import demonstrations
+from .demonstrations import run_demonstrations
 from .errors import ParameterError
 from .methods import base_for_run
 from .model_card import write_card
@@ -34,8 +33,7 @@ def run_design(config: TrainConfig, base=None, overwrite: bool = False) -> Tuned
                              path=str(output))  # fmt: skip
     task, train_rows, eval_rows = load_data(config)
     model, tokenizer, meta = base_for_run(config, base, config.dtype, "prompt-design")
-    encoder = Encoder(task, tokenizer, config.max_length, input_eos=model.config.is_encoder_decoder)
-    embeds, examples = demonstrations(model, encoder, train_rows, config.shots, config.seed)
+    embeds, examples = run_demonstrations(config, task, train_rows, model, tokenizer)
     prompt = SoftPrompt.frozen(embeds)
     meta.update(init="prompt-design", shots=len(examples), examples=examples)
     tuned = TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta)

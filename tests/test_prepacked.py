@@ -71,23 +71,27 @@ def test_real_model_prepacks_its_trunk_where_onednn_runs_bfloat16():
 @needs_bfloat16
 def test_real_model_scores_and_gradients_match_the_plain_model():
     """A prepacked bfloat16 smollm2 gives the prompt loss, prompt gradient and label scores of transformers'
-    model as it loads."""
+    model as it loads. The two bfloat16 gradients part by about 1% where AMX accumulates in another order than
+    the plain path, so the gradient is held to the float32 model's: packed as close to it as plain is."""
     packed_model, tokenizer = load_base("smollm2-135m", "bfloat16")
     plain_model, _ = load_base("smollm2-135m", "bfloat16", prepack=False)
+    reference_model, _ = load_base("smollm2-135m", "float32")
     assert any(isinstance(m, PrepackedLinear) for m in packed_model.modules())
     assert not any(isinstance(m, PrepackedLinear) for m in plain_model.modules())
     rows = [tokenizer(text).input_ids for text in ["Tweet text : my flight is late again Label :", "Label :"]]
     targets = [tokenizer(" complaint").input_ids, tokenizer(" no complaint").input_ids]
     results = []
-    for model in (packed_model, plain_model):
+    for model in (packed_model, plain_model, reference_model):
         prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify the tweet:")
         lm = PromptedCausalLM(model, prompt)
         loss = -lm.target_logprob_sum(rows, targets).sum()
         loss.backward()
         with torch.no_grad():
             scores = torch.stack(lm.score_rows(rows, [targets] * len(rows)))
-        results.append((loss.detach(), prompt.embedding.grad, scores))
-    (loss, grad, scores), (plain_loss, plain_grad, plain_scores) = results
+        results.append((loss.detach(), prompt.embedding.grad.float(), scores))
+    (loss, grad, scores), (plain_loss, plain_grad, plain_scores), (_, reference_grad, _) = results
     assert abs(loss - plain_loss) <= 1e-3 * abs(plain_loss)
-    assert (grad - plain_grad).norm() <= 1e-2 * plain_grad.norm()
+    assert (grad - plain_grad).norm() <= 3e-2 * plain_grad.norm()
+    plain_error = (plain_grad - reference_grad).norm()
+    assert (grad - reference_grad).norm() <= 1.25 * plain_error + 1e-3 * reference_grad.norm()
     assert (scores - plain_scores).abs().max() <= 2e-2

@@ -72,14 +72,14 @@ def test_eval_record_adds_held_out_results_to_card_and_metadata_real_model(smoll
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     meta = json.loads((tmp_path / "design" / "softprompt.json").read_text())
-    recorded = meta["evaluations"][result["data"]]
+    recorded = meta["evaluations"]["test split, first 20 rows"]  # named by the split, not this machine's path
     assert recorded["accuracy"] == result["accuracy"] and recorded["confusion_matrix"] == result["confusion_matrix"]
     card = (tmp_path / "design" / CARD).read_text()
     rows = {row[0]: row for row in _table_rows(card, "## Results")}
-    held_out = rows[f"held-out: {result['data']}"]
+    held_out = rows["held-out: test split, first 20 rows"]
     assert held_out[1] == "20" and float(held_out[2]) == round(result["accuracy"], 3)
     scored = _front_matter(card)["model-index"][0]["results"]
     assert [r["dataset"]["name"] for r in scored] == [
         "raft/twitter_complaints (dev)",
-        f"raft/twitter_complaints ({result['data']})",
+        "raft/twitter_complaints (test split, first 20 rows)",
     ]

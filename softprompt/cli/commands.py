@@ -65,6 +65,14 @@ def _rows(args: argparse.Namespace) -> tuple[list[dict], str]:
     return rows, source
 
 
+def _record_name(args: argparse.Namespace, prompt_task: str | None) -> str:
+    """What an `eval --record` files its figures under: the split of the prompt's task (another task by name),
+    not this machine's path to its file, or the data file as given; with the row limit, since the first 1,000
+    rows are not the whole split."""
+    name = args.data or (f"{args.split} split" if args.task == prompt_task else f"{args.task} {args.split} split")
+    return f"{name}, first {args.limit} rows" if args.limit else name
+
+
 def _load(args: argparse.Namespace):
     from ..tuned import TunedPrompt
 
@@ -86,7 +94,8 @@ def evaluate(args: argparse.Namespace) -> None:
         if args.png:
             _confusion_png(Path(args.png), folder, result["confusion_matrix"], len(args.prompts) > 1)
         if args.record:
-            record_evaluation(folder, source, {k: v for k, v in result.items() if k != "examples_per_s"})
+            figures = {k: v for k, v in result.items() if k != "examples_per_s"}
+            record_evaluation(folder, _record_name(args, tuned.task.name), figures)
     if len(results) > 1:
         scored = results[-1]  # every prompt scored the same rows, so one majority class
         majority = {"prompt": "majority class", "accuracy": scored["majority_accuracy"],

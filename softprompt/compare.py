@@ -100,17 +100,20 @@ def run_compare(
 
 
 def summarize(results: Sequence[dict]) -> list[dict]:
-    """One row per (model, method) in run order: the held-out scores' mean over the seeds, and the macro-F1's
-    range; then the majority class (the same held-out rows for every run)."""
+    """One row per (model, method), smallest model first, methods in `METHODS` order: the held-out scores' mean
+    over the seeds and the macro-F1's range, the dev macro-F1's mean; then the majority class (the same held-out
+    rows for every run)."""
     groups: dict[tuple[str, str], list[dict]] = {}
-    for row in results:
+    for row in sorted(results, key=lambda r: (r["parameters"], r["model"], METHODS.index(r["method"]))):
         groups.setdefault((row["model"], row["method"]), []).append(row)
     summary = []
     for (model, method), rows in groups.items():
         f1 = [r["test_macro_f1"] for r in rows]
-        summary.append({"model": model, "method": method, "seeds": len(rows),
+        dev = [r["dev_macro_f1"] for r in rows if r["dev_macro_f1"] != ""]
+        summary.append({"model": model, "parameters": rows[0]["parameters"], "method": method, "seeds": len(rows),
                         "test_accuracy": statistics.mean(r["test_accuracy"] for r in rows),
-                        "test_macro_f1": statistics.mean(f1), "f1_range": f"{min(f1):.3f}-{max(f1):.3f}"})  # fmt: skip
+                        "test_macro_f1": statistics.mean(f1), "f1_range": f"{min(f1):.3f}-{max(f1):.3f}",
+                        "dev_macro_f1": statistics.mean(dev) if dev else ""})  # fmt: skip
     if results:
         last = results[-1]
         summary.append({"model": "majority class", "test_accuracy": last["majority_accuracy"],

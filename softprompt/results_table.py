@@ -43,9 +43,13 @@ def mean_and_range(groups: Sequence[Sequence[float]]) -> tuple[list[float], list
     return [sum(g) / len(g) for g in groups], [min(g) for g in groups], [max(g) for g in groups]
 
 
-def format_table(results: Sequence[dict], columns: Sequence[str]) -> str:
-    """Rows as an aligned text table for people (scores to 3 decimals; a missing cell left blank)."""
+def format_table(results: Sequence[dict], columns: Sequence[str], markdown: bool = False) -> str:
+    """Rows as an aligned text table for people (scores to 3 decimals; a missing cell left blank), or as a
+    Markdown table (`markdown`) to paste into a report."""
     cells = [list(columns)] + [[_cell(row.get(column, "")) for column in columns] for row in results]
+    if markdown:
+        lines = [cells[0], ["---"] * len(columns), *cells[1:]]
+        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells)
 

@@ -37,10 +37,13 @@ def test_compare_three_methods_on_the_default_model(data_dir, tmp_path, monkeypa
     assert run_compare(config, ["smollm2-135m"], METHODS, [0], test_rows[:16], output) == table
 
     (output / "compare.png").unlink()
-    done = subprocess.run([sys.executable, "-m", "softprompt", "compare", "--plot", str(output / "compare.csv")],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "softprompt", "compare", "--plot", str(output / "compare.csv"),
+                           "--markdown"], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (output / "compare.png").stat().st_size > 5000
+    header, rule, *lines = done.stdout.splitlines()  # the summary, as a Markdown table for a report
+    assert header.startswith("| model | parameters | method |") and set(rule) <= set("|- ")
+    assert [line.split(" | ")[2] for line in lines] == [*(r["method"] for r in table), ""]  # one seed each
 
 
 def test_parameter_count_sees_through_prepacked_weights(tiny_dir):
@@ -52,8 +55,9 @@ def test_parameter_count_sees_through_prepacked_weights(tiny_dir):
 
 def test_summary_is_the_mean_and_range_over_seeds_then_the_majority_class():
     def run(model, method, seed, accuracy, f1):
-        return {"model": model, "method": method, "seed": seed, "test_accuracy": accuracy, "test_macro_f1": f1,
-                "majority_accuracy": 0.6, "majority_macro_f1": 0.375}  # fmt: skip
+        return {"model": model, "parameters": len(model), "method": method, "seed": seed, "test_accuracy": accuracy,
+                "test_macro_f1": f1, "dev_macro_f1": f1 + 0.1, "majority_accuracy": 0.6,
+                "majority_macro_f1": 0.375}  # fmt: skip
 
     results = [run("a", "prompt-tuning", 0, 0.7, 0.6), run("a", "prompt-design", 0, 0.5, 0.4),
                run("a", "prompt-tuning", 1, 0.8, 0.7), run("b", "prompt-tuning", 0, 0.9, 0.9)]  # fmt: skip
@@ -63,4 +67,5 @@ def test_summary_is_the_mean_and_range_over_seeds_then_the_majority_class():
     ]  # fmt: skip
     assert summary[0]["seeds"] == 2 and summary[0]["test_accuracy"] == pytest.approx(0.75)
     assert summary[0]["test_macro_f1"] == pytest.approx(0.65) and summary[0]["f1_range"] == "0.600-0.700"
+    assert summary[0]["dev_macro_f1"] == pytest.approx(0.75) and summary[0]["parameters"] == 1
     assert summary[-1]["test_accuracy"] == 0.6 and summary[-1]["test_macro_f1"] == 0.375

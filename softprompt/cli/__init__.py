@@ -12,6 +12,7 @@ and exit 2; a library error that names a parameter (`init_text: ...`) is printed
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -40,4 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("softprompt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
     return 0

@@ -215,8 +215,11 @@ def compare(args: argparse.Namespace) -> None:
     from ..compare import INTEGERS, METHODS, plot_compare, run_compare, summarize
     from ..results_table import format_table, read_csv
 
+    columns = ("model", "parameters", "method", "seeds", "test_accuracy", "test_macro_f1", "f1_range", "dev_macro_f1")
     if args.plot:
-        plot_compare(read_csv(Path(args.plot), INTEGERS), Path(args.plot).with_suffix(".png"))
+        results = read_csv(Path(args.plot), INTEGERS)
+        plot_compare(results, Path(args.plot).with_suffix(".png"))
+        print(format_table(summarize(results), columns, args.markdown))
         return
     config = _train_config(args)
     methods = _names(args.methods)
@@ -227,8 +230,7 @@ def compare(args: argparse.Namespace) -> None:
     seeds = _numbers(args.seeds, "--seeds")
     results = run_compare(config, models, methods, seeds, _test_rows(args, config), Path(config.output))
     print(f"compare: {len(results)} runs in {Path(config.output) / 'compare.csv'} and compare.png", file=sys.stderr)
-    columns = ("model", "method", "seeds", "test_accuracy", "test_macro_f1", "f1_range")
-    print(format_table(summarize(results), columns))
+    print(format_table(summarize(results), columns, args.markdown))
 
 
 def transfer(args: argparse.Namespace) -> None:

@@ -224,6 +224,7 @@ def _toolbox_parsers(sub) -> None:
     compare.add_argument("--models", default="smollm2-135m", help="comma-separated models (aliases, folders)")
     compare.add_argument("--methods", default="prompt-tuning,model-tuning,prompt-design", help="comma-separated")
     compare.add_argument("--seeds", default="0", help="comma-separated seeds")
+    compare.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
     add_grid_options(compare, "compare.csv")
     transfer = sub.add_parser(
         "transfer",

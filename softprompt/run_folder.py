@@ -102,6 +102,6 @@ class RunFolder:
         with open(self.metrics, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def save_checkpoint(self, step: int, files: dict[str, bytes]) -> None:
+    def save_checkpoint(self, step: int, files: checkpoint.Files) -> None:
         if self.main:
             checkpoint.save_checkpoint(self.checkpoints, step, files)

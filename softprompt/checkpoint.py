@@ -166,7 +166,8 @@ def check_hidden_size(folder: Path, prompt: torch.Tensor, hidden_size: int) -> N
 
 
 def save_checkpoint(root: Path, step: int, files: Files, keep: int = 2) -> Path:
-    """Write `root/step-NNNNNNNN/` whole or not at all (temp folder, fsync, rename); keep the newest `keep`."""
+    """Write `root/step-NNNNNNNN/` whole or not at all (temp folder, fsync, rename); keep the newest `keep`. A
+    failed write (a full disk) is one line that says the earlier checkpoints are kept."""
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".step-", dir=root))
     target = root / f"step-{step:08d}"
@@ -176,6 +177,9 @@ def save_checkpoint(root: Path, step: int, files: Files, keep: int = 2) -> Path:
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SoftpromptError(f"{target}: cannot write this checkpoint ({exc}); the earlier ones are kept") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -95,6 +95,7 @@ def run_compare(
             "seconds": round(seconds, 1), "base_dtype": tuned.meta.get("base_dtype", ""),
         })  # fmt: skip
         write_csv(results, target, COLUMNS)
+        RunFolder(folder).prune()  # recorded, so never resumed: a grid of model-tuning runs would fill the disk
     plot_compare(results, output / "compare.png")
     return results
 

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+from safetensors import SafetensorError
 
 from softprompt import checkpoint
 from softprompt.causal import PromptedCausalLM
+from softprompt.errors import SoftpromptError
 from softprompt.prompt import SoftPrompt, init_prompt
 from softprompt.prompted import ScoringMode
 from softprompt.tasks import Task
@@ -89,8 +91,16 @@ def test_a_failing_disk_leaves_the_previous_prompt_and_checkpoint_whole(tmp_path
     monkeypatch.setattr(checkpoint.os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space"):
         checkpoint.save_prompt(tmp_path, old + 1, {"num_virtual_tokens": 3}, {"task": TASK.to_json()})
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(SoftpromptError, match="step-00000002: cannot write this checkpoint .*No space"):
         checkpoint.save_checkpoint(tmp_path / "checkpoints", 2, {"training_state.json": b"{}"})
+    monkeypatch.undo()
+
+    def full_disk_in_safetensors(tensors, path):  # safetensors' own error: it writes tensors straight to the file
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk_in_safetensors)
+    with pytest.raises(SoftpromptError, match="cannot write this checkpoint .*No space"):
+        checkpoint.save_checkpoint(tmp_path / "checkpoints", 2, {"training_state.safetensors": {"x": old}})
     monkeypatch.undo()
     prompt, config, meta = checkpoint.load_prompt(tmp_path)
     assert torch.equal(prompt, old) and config["num_virtual_tokens"] == 3

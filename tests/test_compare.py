@@ -30,7 +30,9 @@ def test_compare_three_methods_on_the_default_model(data_dir, tmp_path, monkeypa
     assert all(r["test_n"] == 16 and 0 <= r["test_macro_f1"] <= 1 and r["dev_accuracy"] != "" for r in table)
     assert len({r["majority_accuracy"] for r in table}) == 1  # the same held-out rows for every method
     assert (output / "compare.png").stat().st_size > 5000
-    assert (output / "runs" / "smollm2-135m" / "model-tuning" / "seed-0" / "model.safetensors").is_file()
+    model_tuned = output / "runs" / "smollm2-135m" / "model-tuning" / "seed-0"
+    assert (model_tuned / "model.safetensors").is_file()
+    assert not (model_tuned / "checkpoints").exists()  # a recorded run keeps its model, not its training state
 
     # A rerun goes on where the table stopped: nothing left to run
     monkeypatch.setattr(compare, "_run", lambda *a: pytest.fail("a finished run ran again"))

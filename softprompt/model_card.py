@@ -198,6 +198,14 @@ def _use(name: str, base: str, method: str, adapter: dict | None, task: dict) ->
     return "\n".join(lines) + "\n"
 
 
+def record_name(data: str | None, task: str | None, split: str, limit: int) -> str:
+    """What an `eval --record` files its figures under: the data file as given, else the split (of `task` where
+    that is not the prompt's own), never this machine's path to it; with the row limit, since the first 1,000
+    rows are not the whole split."""
+    name = data or (f"{task} {split} split" if task else f"{split} split")
+    return f"{name}, first {limit} rows" if limit else name
+
+
 def record_evaluation(folder: str | Path, source: str, metrics: dict) -> None:
     """Add held-out metrics (an `eval --record`) to the folder's softprompt.json, under the data's name, and
     rewrite its card; the metadata file is replaced atomically, so the folder stays loadable throughout."""

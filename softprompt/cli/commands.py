@@ -65,14 +65,6 @@ def _rows(args: argparse.Namespace) -> tuple[list[dict], str]:
     return rows, source
 
 
-def _record_name(args: argparse.Namespace, prompt_task: str | None) -> str:
-    """What an `eval --record` files its figures under: the split of the prompt's task (another task by name),
-    not this machine's path to its file, or the data file as given; with the row limit, since the first 1,000
-    rows are not the whole split."""
-    name = args.data or (f"{args.split} split" if args.task == prompt_task else f"{args.task} {args.split} split")
-    return f"{name}, first {args.limit} rows" if args.limit else name
-
-
 def _load(args: argparse.Namespace):
     from ..tuned import TunedPrompt
 
@@ -80,7 +72,7 @@ def _load(args: argparse.Namespace):
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from ..model_card import record_evaluation
+    from ..model_card import record_evaluation, record_name
     from ..results_table import format_table
 
     rows, source = _rows(args)
@@ -95,7 +87,8 @@ def evaluate(args: argparse.Namespace) -> None:
             _confusion_png(Path(args.png), folder, result["confusion_matrix"], len(args.prompts) > 1)
         if args.record:
             figures = {k: v for k, v in result.items() if k != "examples_per_s"}
-            record_evaluation(folder, _record_name(args, tuned.task.name), figures)
+            name = record_name(args.data, args.task if args.task != tuned.task.name else None, args.split, args.limit)
+            record_evaluation(folder, name, figures)
     if len(results) > 1:
         scored = results[-1]  # every prompt scored the same rows, so one majority class
         majority = {"prompt": "majority class", "accuracy": scored["majority_accuracy"],

@@ -87,9 +87,9 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove a previous run's checkpoints, best prompt, metrics and TensorBoard events (for `overwrite`)."""
+        self.prune()
         if self.main:
-            for folder in (self.checkpoints, self.best, self.path / TENSORBOARD_DIR):
-                shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(self.path / TENSORBOARD_DIR, ignore_errors=True)
             self.metrics.unlink(missing_ok=True)
 
     def prune(self) -> None:

@@ -45,7 +45,7 @@ run() {  # run TASK [compare options...]: one compare call into the task's CSV
 
 # In order of cost, so that a cut-short grid has its cheapest cells: prompt tuning and design on the three rungs
 # below 1.5B (3 seeds), then model tuning (1 seed), then the 1.5B rung (seed 0 only: the cut that keeps it to
-# about 1.5 hours; the whole grid takes about 5 hours on 2 cores, docs/scale.md's budget).
+# about 1.5 hours; the whole grid takes about 6 hours on 2 cores, docs/scale.md's budget).
 for task in "${tasks[@]}"; do
   for model in "${ladder[@]:0:3}"; do
     # shellcheck disable=SC2046

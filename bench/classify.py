@@ -103,7 +103,8 @@ def main() -> None:
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in chunks(rows, args.batch_size):
-            ids, mask = pad_left([tuned.encoder.input_ids(row) for row in batch], tokenizer.pad_token_id)
+            ids, mask = pad_left([tuned.encoder.input_ids(row) for row in batch], tokenizer.pad_token_id,
+                                  device="cpu")
             out = peft.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
             for row in out[:, ids.shape[1] :]:

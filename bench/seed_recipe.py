@@ -124,7 +124,7 @@ def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
     words = [w.lower() for w in task.label_words]
     with torch.no_grad():
         for batch in chunks(test_rows, 32):
-            ids, mask = pad_left([encoder.input_ids(row) for row in batch], tokenizer.pad_token_id)
+            ids, mask = pad_left([encoder.input_ids(row) for row in batch], tokenizer.pad_token_id, device="cpu")
             out = peft.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -144,7 +144,8 @@ def peft_side(args, train_rows, dev_rows, test_rows) -> dict:
     with torch.no_grad():
         for batch in chunks(test_rows, 16):
             pairs = [(encoder.input_ids(row), target) for row in batch for target in encoder.label_ids]
-            tb = target_batch([p[0] for p in pairs], [p[1] for p in pairs], tokenizer.pad_token_id)
+            tb = target_batch([p[0] for p in pairs], [p[1] for p in pairs], tokenizer.pad_token_id,
+                              device="cpu")
             logits = peft(input_ids=tb.input_ids, attention_mask=tb.attention_mask).logits[:, 8:].float()
             logprobs = torch.log_softmax(logits[:, :-1], -1).gather(-1, tb.input_ids[:, 1:, None]).squeeze(-1)
             width = tb.input_ids.shape[1] - 1

@@ -110,7 +110,8 @@ def peft_sequential(model_ref: str, prompts: Path, jobs: list[tuple[str, dict]])
             peft.set_adapter(name)
             encoder = tuned[name].encoder
             source = encoder.input_ids(row)
-            batch = target_batch([source] * len(encoder.label_ids), encoder.label_ids, tokenizer.pad_token_id)
+            batch = target_batch([source] * len(encoder.label_ids), encoder.label_ids, tokenizer.pad_token_id,
+                                 device="cpu")
             n = TASKS[name][2]
             logits = peft(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, n:].float()
             logprobs = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)

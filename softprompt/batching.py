@@ -61,27 +61,32 @@ class Encoder:
         return ids[:keep_head] + (ids[len(ids) - self.tail_length :] if self.tail_length else [])
 
 
-def _pad(sequences: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, left: bool, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded in Python and made on `device` at once: one copy to a GPU, not one per row."""
     width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        span = slice(width - len(seq), width) if left else slice(0, len(seq))
-        if seq:
-            ids[row, span] = torch.tensor(seq)
-            mask[row, span] = 1
-    return ids, mask
+    ids, mask = [], []
+    for seq in sequences:
+        pads, real = [pad_id] * (width - len(seq)), list(seq)
+        ids.append(pads + real if left else real + pads)
+        mask.append([0] * len(pads) + [1] * len(real) if left else [1] * len(real) + [0] * len(pads))
+    return torch.tensor(ids, dtype=torch.long, device=device), torch.tensor(mask, dtype=torch.long, device=device)
 
 
-def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad to the longest sequence: (ids, attention mask). Inputs are left-padded so every row ends
-    at the last column, where generation and the first label token continue."""
-    return _pad(sequences, pad_id, left=True)
+def pad_left(
+    sequences: Sequence[Sequence[int]], pad_id: int, *, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad to the longest sequence: (ids, attention mask) on `device`. Inputs are left-padded so every row
+    ends at the last column, where generation and the first label token continue."""
+    return _pad(sequences, pad_id, True, device)
 
 
-def pad_right(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(
+    sequences: Sequence[Sequence[int]], pad_id: int = 0, *, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad (label continuations, which all start right after their input)."""
-    return _pad(sequences, pad_id, left=False)
+    return _pad(sequences, pad_id, False, device)
 
 
 @dataclass
@@ -93,18 +98,22 @@ class TargetBatch:
     target_lengths: torch.Tensor
 
 
-def target_batch(inputs: Sequence[list[int]], targets: Sequence[list[int]], pad_id: int) -> TargetBatch:
-    ids, mask = pad_left([i + t for i, t in zip(inputs, targets)], pad_id)
-    return TargetBatch(ids, mask, torch.tensor([len(t) for t in targets]))
+def target_batch(
+    inputs: Sequence[list[int]], targets: Sequence[list[int]], pad_id: int, *, device: torch.device | str
+) -> TargetBatch:
+    ids, mask = pad_left([i + t for i, t in zip(inputs, targets)], pad_id, device=device)
+    return TargetBatch(ids, mask, torch.tensor([len(t) for t in targets], device=device))
 
 
-def in_length_order(sequences: Sequence[list[int]], batch_size: int, pad_id: int, run: Callable) -> list:
-    """`run(indices, ids, mask)` over left-padded batches of sequences of similar length (little padding), with
-    its per-sequence results put back in the sequences' order."""
+def in_length_order(
+    sequences: Sequence[list[int]], batch_size: int, pad_id: int, run: Callable, *, device: torch.device | str
+) -> list:
+    """`run(indices, ids, mask)` over left-padded batches (on `device`) of sequences of similar length (little
+    padding), with its per-sequence results put back in the sequences' order."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     results: list = [None] * len(sequences)
     for chunk in chunks(order, batch_size):
-        ids, mask = pad_left([sequences[i] for i in chunk], pad_id)
+        ids, mask = pad_left([sequences[i] for i in chunk], pad_id, device=device)
         for index, value in zip(chunk, run(chunk, ids, mask)):
             results[index] = value
     return results

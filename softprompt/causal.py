@@ -145,8 +145,8 @@ class PromptedCausalLM(PromptedModel):
             return self._continuation_logprobs_reference(input_ids, attention_mask, continuations)
         hidden, cache = self.hidden_states(input_ids, attention_mask, cache, mode=ScoringMode.CACHED)
         conts = BatchMap.of(continuations)
-        owners = torch.tensor(conts.owner, dtype=torch.long)
-        cont_ids, cont_mask = (t.to(input_ids.device) for t in pad_right(conts.items))
+        owners = torch.tensor(conts.owner, dtype=torch.long, device=input_ids.device)
+        cont_ids, cont_mask = pad_right(conts.items, device=input_ids.device)
         first = F.log_softmax(self.logits(hidden[:, -1]), dim=-1)[owners]
         scores = first.gather(1, cont_ids[:, :1]).squeeze(1)
         if cont_ids.shape[1] > 1:
@@ -194,7 +194,7 @@ class PromptedCausalLM(PromptedModel):
             cache = mixed_prompt_cache(batch.prompts, [batch.prompt_of[i] for i in idx])
             return self.continuation_logprobs(ids, mask, [continuations[i] for i in idx], cache=cache)
 
-        return in_length_order(batch.items, batch_size, 0, run)
+        return in_length_order(batch.items, batch_size, 0, run, device=self.device)
 
     def _packs(self, rows, continuations, prompts: Sequence[PromptedCausalLM]) -> bool:
         """Whether these rows (row i under `prompts[i]`) can be packed on this model."""

@@ -218,6 +218,9 @@ def state_files(trained: dict[str, torch.Tensor], optimizer: torch.optim.Optimiz
     (everything else): nothing is pickled."""
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in trained.items()}
     tensors["torch_rng"] = torch.get_rng_state()
+    devices = {tensor.device for tensor in trained.values() if tensor.device.type == "cuda"}
+    for device in devices:  # the CUDA generator of each GPU the run trains on
+        tensors[f"cuda_rng.{device.index}"] = torch.cuda.get_rng_state(device)
     opt = optimizer.state_dict()
     layout: dict[str, dict[str, object]] = {}
     for index, slots in opt["state"].items():
@@ -252,5 +255,8 @@ def load_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler) -> tup
     optimizer.load_state_dict({"state": slots, "param_groups": state["optimizer"]["param_groups"]})
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(tensors["torch_rng"])
+    for name, rng in tensors.items():
+        if name.startswith("cuda_rng.") and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng, int(name.removeprefix("cuda_rng.")))
     trained = {name: tensor for name, tensor in tensors.items() if name == "prompt" or name.startswith("model.")}
     return trained, state["progress"]

@@ -76,7 +76,7 @@ def run_compare(
         config = dataclasses.replace(base_config, model=model, seed=seed, output=str(folder), progress=False)
         if method != "model-tuning" and (model, config.dtype) not in bases:
             bases.clear()
-            bases[model, config.dtype] = load_base(model, config.dtype)
+            bases[model, config.dtype] = load_base(model, config.dtype, device=config.device)
         try:
             tuned, seconds = _run(config, method, bases.get((model, config.dtype)))
         except ParameterError as exc:  # model tuning that cannot fit here: the plot shows where it ends

@@ -38,7 +38,7 @@ def decode(
         logits = step(last)
         next_ids = pick(logits, temperature, top_p, generator)
         if observe is not None:
-            live = torch.arange(batch) if done is None else (~done).nonzero().squeeze(1)
+            live = torch.arange(batch, device=logits.device) if done is None else (~done).nonzero().squeeze(1)
             observe(live, next_ids[live], F.log_softmax(logits[live].float(), dim=-1))
         if eos_token_id is not None:
             done = torch.zeros_like(next_ids, dtype=torch.bool) if done is None else done

@@ -1,4 +1,5 @@
-"""Data-parallel training over torch.distributed, started by `torchrun` (gloo on CPU, NCCL on GPU).
+"""Data-parallel training over torch.distributed, started by `torchrun` (gloo on CPU, NCCL on GPU: each rank
+on its own GPU, cuda:LOCAL_RANK, and every tensor it sums or broadcasts made there).
 
 Each process takes its slice of every micro-batch; the prompt's gradient and the loss sums are added up
 across processes before the optimizer step, so every process applies the same update to the same prompt:
@@ -28,14 +29,17 @@ from .memory import map_large_allocations
 
 
 class DataParallel:
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None) -> None:
+        """`device`: this process's (cuda:LOCAL_RANK under torchrun on GPUs); its type picks gloo or NCCL."""
+        self.device = device or torch.device("cpu")
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = 0
         if self.world > 1:
             from accelerate import PartialState  # sets up the process group from torchrun's environment
 
-            # Without `cpu=True` accelerate sets up a CPU-only launch as a single process of world size 1.
-            state = PartialState(cpu=not torch.cuda.is_available())
+            # Without `cpu=True` accelerate sets up a CPU-only launch as a single process of world size 1; on
+            # GPUs it takes NCCL and makes cuda:LOCAL_RANK this process's current device.
+            state = PartialState(cpu=self.device.type == "cpu")
             self.rank, self.world = state.process_index, state.num_processes
 
     @property
@@ -85,7 +89,7 @@ class DataParallel:
         """The main process's decision (e.g. early stopping), on every process."""
         if self.world == 1:
             return flag
-        value = torch.tensor([int(flag)])
+        value = torch.tensor([int(flag)], device=self.device)
         torch.distributed.broadcast(value, src=0)
         return bool(value.item())
 

@@ -21,13 +21,15 @@ def label_scores(
     labels = encoder.label_ids
     inputs = [encoder.input_ids(row) for row in rows]
     scores = lm.score_rows(inputs, [labels] * len(rows), batch_size=batch_size, mode=mode)
-    return torch.stack(scores), torch.tensor([len(t) for t in labels], dtype=torch.float32)
+    # Back to the CPU once, for the metrics.
+    return torch.stack(scores).cpu(), torch.tensor([len(t) for t in labels], dtype=torch.float32, device="cpu")
 
 
-def by_length(encoder: Encoder, rows: Sequence[Row], batch_size: int, run: Callable) -> list:
-    """`run(ids, mask)` over batches of rows of similar length, results in the rows' order."""
+def by_length(encoder: Encoder, rows: Sequence[Row], batch_size: int, run: Callable, device: torch.device) -> list:
+    """`run(ids, mask)` over batches (on `device`) of rows of similar length, results in the rows' order."""
     inputs = [encoder.input_ids(row) for row in rows]
-    return in_length_order(inputs, batch_size, encoder.tokenizer.pad_token_id, lambda _, ids, mask: run(ids, mask))
+    return in_length_order(inputs, batch_size, encoder.tokenizer.pad_token_id, lambda _, ids, mask: run(ids, mask),
+                           device=device)  # fmt: skip
 
 
 @torch.no_grad()
@@ -38,7 +40,8 @@ def generate_labels(
     tokenizer = encoder.tokenizer
     words = [w.strip().lower() for w in encoder.task.label_words]
     generated = by_length(
-        encoder, rows, batch_size, lambda ids, mask: lm.generate(ids, mask, max_new_tokens, tokenizer.eos_token_id)
+        encoder, rows, batch_size, lambda ids, mask: lm.generate(ids, mask, max_new_tokens, tokenizer.eos_token_id),
+        lm.device,
     )
     return [_match(tokenizer.decode(tokens, skip_special_tokens=True).strip().lower(), words) for tokens in generated]
 
@@ -106,8 +109,8 @@ def evaluate(
     start = time.perf_counter()
     scores, lengths = label_scores(lm, encoder, rows, batch_size, mode)
     result: dict[str, float] = {"n": len(rows)}
-    gold_t = torch.tensor(gold)
-    loss = float(-scores[torch.arange(len(rows)), gold_t].sum() / lengths[gold_t].sum())
+    gold_t = torch.tensor(gold, device="cpu")
+    loss = float(-scores[torch.arange(len(rows), device="cpu"), gold_t].sum() / lengths[gold_t].sum())
     result.update(loss=loss, perplexity=math.exp(min(loss, 50.0)))
     if method == "generate":
         predicted = generate_labels(lm, encoder, rows, batch_size)

@@ -17,7 +17,8 @@ def nearest_tokens(tuned: TunedPrompt, k: int = 5) -> dict:
     token among their neighbours (class-label prompts keep label words nearby)."""
     tokenizer = tuned.tokenizer
     table = tuned.lm.base.get_input_embeddings()
-    vocab = table(torch.arange(table.num_embeddings)).float()  # as the model embeds them (Gemma scales)
+    # The vocabulary as the model itself embeds it (Gemma scales its embeddings).
+    vocab = table(torch.arange(table.num_embeddings, device=table.weight.device)).float()
     prompt = tuned.lm.prompt.embedding.detach().float()
     similarity = F.normalize(prompt, dim=-1) @ F.normalize(vocab, dim=-1).T
     top = similarity.topk(k, dim=-1)

@@ -32,14 +32,14 @@ def base_for_run(config: TrainConfig, base, dtype: str, method: str) -> tuple[ob
     ran on)."""
     # A base to be sharded keeps its weights as parameters (prepacking would lay them out in other modules), read
     # through a file mapping, so that no process copies the blocks' weights it will not keep.
-    model, tokenizer = base or load_base(config.model, dtype, prepack=not config.shard_base)
+    model, tokenizer = base or load_base(config.model, dtype, prepack=not config.shard_base, device=config.device)
     if base is None:  # once it loaded: a model that fails to load leaves its one-line error alone
-        hardware.announce_dtype(dtype)
+        hardware.announce_dtype(dtype, device=model.device)
     meta = {
         "method": method,
         "seed": config.seed,
         "base_dtype": str(model.dtype).removeprefix("torch."),  # what `auto` chose on this machine
-        "hardware": hardware.describe(),
+        "hardware": hardware.describe(model.device),  # what really ran: the device, and on a GPU its versions
     }
     return model, tokenizer, meta
 
@@ -59,7 +59,7 @@ def make_tuned(config: TrainConfig, task: Task, rows: list[Row], base=None) -> T
     if model_tuning:
         check_room_for_model_tuning(model, config.model)
         model.requires_grad_(True)
-        prompt = SoftPrompt.frozen(torch.zeros(0, model.config.get_text_config().hidden_size))
+        prompt = SoftPrompt.frozen(torch.zeros(0, model.config.get_text_config().hidden_size, device=model.device))
         return TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta, ScoringMode.REFERENCE)
     init_text = config.init_text or task.init_text
     init = config.init or ("text" if init_text else "class-label")
@@ -93,9 +93,10 @@ def _design_init(config: TrainConfig, task: Task, rows: list[Row], model, tokeni
 
 def check_room_for_model_tuning(model, name: str) -> None:
     """Fail before the first step, not at it, where the gradients and AdamW's two moments (float32, three more
-    copies of every weight) will not fit in the memory left beside the loaded model."""
+    copies of every weight) will not fit in the memory left beside the loaded model: the GPU's free memory for
+    a model on a GPU, the system's for one on the CPU."""
     needed = 3 * sum(param.numel() * param.element_size() for param in model.parameters())
-    available = available_bytes()
+    available = torch.cuda.mem_get_info(model.device)[0] if model.device.type == "cuda" else available_bytes()
     if available is not None and needed > available:
         raise ParameterError(
             "method",

@@ -171,11 +171,13 @@ def _machine(meta: dict) -> str:
         return ""
     seconds = meta.get("train_seconds")
     took = f"Training took {seconds:.0f} s. " if seconds is not None else ""
+    gpu = (f"{hardware['gpu']} (compute capability {hardware.get('compute_capability')}, CUDA "
+           f"{hardware.get('cuda')}, driver {hardware.get('driver')}), " if hardware.get("gpu") else "")  # fmt: skip
     return (
         "## Machine\n\n"
-        f"{took}Base model in `{meta.get('base_dtype')}` on {hardware.get('device')} "
-        f"(CPU capability {hardware.get('cpu_capability')}, {hardware.get('threads')} threads, "
-        f"torch {hardware.get('torch')}).\n"
+        f"{took}Base model in `{meta.get('base_dtype')}` on {hardware.get('device')}: {gpu}"
+        f"CPU capability {hardware.get('cpu_capability')}, {hardware.get('threads')} threads, "
+        f"torch {hardware.get('torch')}.\n"
     )
 
 

@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from .errors import ParameterError
 from .gguf_parts import SplitGGUF
-from .hardware import DTYPES, resolve_dtype
+from .hardware import DTYPES, resolve_device, resolve_dtype
 from .prepacked import prepack_linears, worth_prepacking
 
 
@@ -119,30 +119,37 @@ def _embedded_cache(alias: str) -> Path:
     return target
 
 
-def load_base(ref: str = DEFAULT_MODEL, dtype: str = "auto", prepack: bool = True) -> tuple[PreTrainedModel, object]:
-    """Load a frozen base model (eval mode, no grads) and a tokenizer that has a pad token.
+def load_base(
+    ref: str = DEFAULT_MODEL, dtype: str = "auto", prepack: bool = True, device: str | torch.device = "auto"
+) -> tuple[PreTrainedModel, object]:
+    """Load a frozen base model (eval mode, no grads) on `device` and a tokenizer that has a pad token.
 
-    `dtype` "auto" takes bfloat16 where this machine runs it natively, else float32 (hardware.py). On a
-    machine without CUDA, `prepack` lays the frozen linear weights of a bfloat16 model out for oneDNN
-    once (prepacked.py); `prepack=False` gives transformers' model as it loads (the PEFT side of the benches)."""
-    dtype = resolve_dtype(dtype)
+    `device` "auto" is the first CUDA GPU where there is one, else the CPU (hardware.resolve_device); `dtype`
+    "auto" takes what that device runs natively: bfloat16, else float16 on a GPU and float32 on a CPU. On a
+    GPU attention runs in SDPA's fused kernels. On a CPU, `prepack` lays the frozen linear weights of a bfloat16
+    model out for oneDNN once (prepacked.py); `prepack=False` gives transformers' model as it loads (the PEFT
+    side of the benches)."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    dtype = resolve_dtype(dtype, device=device)
     path = resolve(ref)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         config = AutoConfig.from_pretrained(path)
         model_cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
         # On CPU, at prompt-tuning lengths, eager attention beats SDPA's flash kernel (~10% per training step
-        # on smollm2, mostly its backward); GPUs keep SDPA.
-        attention = "sdpa" if torch.cuda.is_available() else "eager"
-        prepack = prepack and not torch.cuda.is_available() and worth_prepacking(DTYPES[dtype])
+        # on smollm2, mostly its backward); GPUs take SDPA, whose fused kernels take our packed 4D masks.
+        gpu = device.type == "cuda"
+        prepack = prepack and not gpu and worth_prepacking(DTYPES[dtype])
         # Prepacking reads the weights into memory rather than mapping the file: the row-major weights are
-        # then freed as they are laid out, where the pages read from a mapped file would stay counted.
+        # then freed as they are laid out, where the pages read from a mapped file would stay counted. A GPU
+        # model is read straight onto its device.
         model = model_cls.from_pretrained(
             path,
             config=config,
             dtype=DTYPES[dtype],
-            attn_implementation=attention,
+            attn_implementation="sdpa" if gpu else "eager",
             disable_mmap=prepack,
+            device_map={"": device} if gpu else None,
             use_safetensors=True,  # never unpickle a weights file
         )
     except OSError as exc:

@@ -110,8 +110,9 @@ def packed_scores(
     else:
         slots = [lm.prompt_kv(head) for lm, head in zip(unique, heads)]
     n_slots = [lm.n_prompt + len(head) for lm, head in zip(unique, heads)]  # prompt + head tokens per prompt
-    row_owner = torch.tensor(owners)
-    slot_owner = torch.cat([torch.full((n,), i) for i, n in enumerate(n_slots)])
+    device = unique[0].prompt.embedding.device
+    row_owner = torch.tensor(owners, device=device)
+    slot_owner = torch.tensor([i for i, n in enumerate(n_slots) for _ in range(n)], dtype=torch.long, device=device)
     rows = [row[len(heads[o]) :] for row, o in zip(rows, owners)]
     packs = build_packs(rows, continuations, [n_slots[o] for o in owners], pack_tokens or PACK_TOKENS)
     per_forward = len(packs) if not rows_per_forward else max(1, round(len(packs) * rows_per_forward / len(rows)))
@@ -141,27 +142,29 @@ def _forward(first: PromptSource, slots, slot_owner: torch.Tensor, row_owner: to
     `slots` are the prompts' keys/values per layer, handed to every pack as a cache, or one prompt's input
     embeddings [1, S, d], run at the front of every pack in the same forward."""
     width = max(len(p.ids) for p in packs)
-    ids, positions, row, branch = (torch.zeros(len(packs), width, dtype=torch.long) for _ in range(4))
-    row -= 1  # padding belongs to no row
-    for b, pack in enumerate(packs):
-        n = len(pack.ids)
-        ids[b, :n], positions[b, :n] = torch.tensor(pack.ids), torch.tensor(pack.positions)
-        row[b, :n], branch[b, :n] = torch.tensor(pack.row), torch.tensor(pack.branch)
     device = first.prompt.embedding.device
+
+    def padded(part: str, pad: int) -> torch.Tensor:  # one copy to the device per field, not one per pack
+        rows = [getattr(p, part) + [pad] * (width - len(p.ids)) for p in packs]
+        return torch.tensor(rows, dtype=torch.long, device=device)
+
+    ids, positions, branch = padded("ids", 0), padded("positions", 0), padded("branch", 0)
+    row = padded("row", -1)  # padding belongs to no row
     query_owner = row_owner[row.clamp(min=0)]
     sees_prompt = (query_owner[:, :, None] == slot_owner[None, None]) & (row[:, :, None] >= 0)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     same_row = row[:, :, None] == row[:, None, :]
     same_branch = (branch[:, None, :] == -1) | (branch[:, None, :] == branch[:, :, None])
     sees_text = causal & same_row & same_branch  # padding sees itself only, so no query row is empty
     allowed = torch.cat([sees_prompt, sees_text], dim=2)
     if isinstance(slots, torch.Tensor):
         n_front = slots.shape[1]
-        front = torch.ones(n_front, n_front, dtype=torch.bool).tril()  # the prompt's tokens see only each other
-        front = torch.cat([front, torch.zeros(n_front, width, dtype=torch.bool)], dim=1).expand(len(packs), -1, -1)
+        front = torch.ones(n_front, n_front, dtype=torch.bool, device=device).tril()  # prompt tokens see each other
+        hidden_text = torch.zeros(n_front, width, dtype=torch.bool, device=device)
+        front = torch.cat([front, hidden_text], dim=1).expand(len(packs), -1, -1)
         allowed = torch.cat([front, allowed], dim=1)
-        positions = torch.cat([torch.arange(n_front).expand(len(packs), -1), positions], dim=1)
-        embeds = first.base.get_input_embeddings()(ids.to(device))
+        positions = torch.cat([torch.arange(n_front, device=device).expand(len(packs), -1), positions], dim=1)
+        embeds = first.base.get_input_embeddings()(ids)
         inputs = {"inputs_embeds": torch.cat([slots.expand(len(packs), -1, -1), embeds], dim=1), "use_cache": False}
     else:
         n_front = 0
@@ -170,11 +173,11 @@ def _forward(first: PromptSource, slots, slot_owner: torch.Tensor, row_owner: to
             for layer in range(len(slots[0]))
         ]
         cache = DynamicCache(layers, config=first.base.config)
-        inputs = {"input_ids": ids.to(device), "cache": cache, "use_cache": True}
-    allowed = allowed.unsqueeze(1).to(device)
+        inputs = {"input_ids": ids, "cache": cache, "use_cache": True}
+    allowed = allowed.unsqueeze(1)
     dtype = first.base.get_input_embeddings().weight.dtype
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    out = first.base.base_model(attention_mask=mask, position_ids=positions.to(device), **inputs)
+    out = first.base.base_model(attention_mask=mask, position_ids=positions, **inputs)
     hidden = out.last_hidden_state[:, n_front:]
     targets = [(b, *t) for b, pack in enumerate(packs) for t in pack.targets]
     at = torch.tensor([(b, i) for b, i, *_ in targets], device=device)

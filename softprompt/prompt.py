@@ -64,20 +64,20 @@ def ordinary_token_ids(tokenizer, vocab_size: int) -> torch.Tensor:
         picked.append(token_id)
         if len(picked) == COMMON_VOCAB:
             break
-    return torch.tensor(picked, dtype=torch.long)
+    return torch.tensor(picked, dtype=torch.long, device="cpu")
 
 
-def _embed(embeddings: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """Rows as the model itself embeds them (Gemma scales its embeddings inside the module)."""
+def _embed(embeddings: nn.Module, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """Rows as the model itself embeds them (Gemma scales its embeddings inside the module), on its device."""
     with torch.no_grad():
-        return embeddings(ids).to(torch.float32)
+        return embeddings(torch.as_tensor(ids, dtype=torch.long, device=embeddings.weight.device)).to(torch.float32)
 
 
 def _sampled_vocab(n: int, embeddings: nn.Module, tokenizer, generator: torch.Generator) -> torch.Tensor:
     pool = ordinary_token_ids(tokenizer, embeddings.num_embeddings)
-    picks = pool[torch.randperm(len(pool), generator=generator)[:n]]
+    picks = pool[torch.randperm(len(pool), generator=generator, device="cpu")[:n]]
     if n > len(pool):
-        picks = pool[torch.randint(len(pool), (n,), generator=generator)]
+        picks = pool[torch.randint(len(pool), (n,), generator=generator, device="cpu")]
     return _embed(embeddings, picks)
 
 
@@ -96,15 +96,17 @@ def init_prompt(
     label_words: Sequence[str] = (),
     init_range: float = 0.5,
 ) -> SoftPrompt:
-    """Build a SoftPrompt with one of `INITS`; the same seed always gives the same matrix."""
+    """Build a SoftPrompt with one of `INITS` on the embeddings' device; the same seed always gives the same
+    matrix, on any device (the random draws come from a CPU generator)."""
     if n_tokens < 1:
         raise ParameterError("num_virtual_tokens", "must be at least 1, got {n}", n=n_tokens)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     hidden = embeddings.embedding_dim
     if init == "random-uniform":
-        matrix = (torch.rand(n_tokens, hidden, generator=generator) * 2 - 1) * init_range
+        matrix = (torch.rand(n_tokens, hidden, generator=generator, device="cpu") * 2 - 1) * init_range
+        matrix = matrix.to(embeddings.weight.device)
     elif init == "first-vocab":
-        matrix = _embed(embeddings, torch.arange(n_tokens))
+        matrix = _embed(embeddings, list(range(n_tokens)))
     elif init == "sampled-vocab":
         matrix = _sampled_vocab(n_tokens, embeddings, tokenizer, generator)
     elif init == "text":
@@ -114,11 +116,11 @@ def init_prompt(
         if not ids:
             raise ParameterError("init_text", "{text!r} has no tokens", text=init_text)
         ids = (ids * (n_tokens // len(ids) + 1))[:n_tokens]
-        matrix = _embed(embeddings, torch.tensor(ids))
+        matrix = _embed(embeddings, ids)
     elif init == "class-label":
         if not label_words:
             raise ParameterError("init", "'class-label' needs the task's labels")
-        rows = [_embed(embeddings, torch.tensor(_text_ids(tokenizer, word))).mean(0) for word in label_words]
+        rows = [_embed(embeddings, _text_ids(tokenizer, word)).mean(0) for word in label_words]
         matrix = torch.stack(rows[:n_tokens])
         if n_tokens > len(rows):
             rest = _sampled_vocab(n_tokens - len(rows), embeddings, tokenizer, generator)

@@ -87,9 +87,10 @@ def mixed_prompt_cache(prompts: Sequence[PromptSource], prompt_of: Sequence[int]
 
     Shorter prompts are left-padded with masked slots; each prompt keeps the positions it was computed at,
     and the text after it continues from its real length, so a row scores as it would alone."""
-    rows = torch.tensor(list(prompt_of))
-    longest = max(p.n_prompt for p in prompts)
     kvs = [p.prompt_kv() for p in prompts]
+    device = kvs[0][0][0].device
+    rows = torch.tensor(list(prompt_of), device=device)
+    longest = max(p.n_prompt for p in prompts)
     layers = []
     for layer in range(len(kvs[0])):
         keys, values = (
@@ -98,6 +99,7 @@ def mixed_prompt_cache(prompts: Sequence[PromptSource], prompt_of: Sequence[int]
         )
         layers.append((keys, values))
     cache = DynamicCache(layers, config=prompts[0].base.config)
-    masks = torch.stack([(torch.arange(longest) >= longest - p.n_prompt).long() for p in prompts])
+    slots = torch.arange(longest, device=device)
+    masks = torch.stack([(slots >= longest - p.n_prompt).long() for p in prompts])
     cache.attention_mask = masks[rows]
     return cache

@@ -47,9 +47,14 @@ class PromptedModel(nn.Module):
         if prompt.hidden_size != hidden:
             raise ValueError(f"prompt hidden size {prompt.hidden_size} != model hidden size {hidden}")
         self.base = base
-        self.prompt = prompt
+        self.prompt = prompt.to(self.device)  # the same Parameter, moved: an optimizer made on it stays valid
         self.mode = ScoringMode(mode)
         self.head = list(head)  # token ids every input of this prompt's task starts with (its template's head)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the base runs (its input embeddings' device): every tensor of a forward is made there."""
+        return self.base.get_input_embeddings().weight.device
 
     @property
     def n_prompt(self) -> int:
@@ -123,7 +128,7 @@ class PromptedModel(nn.Module):
         self, sources: Sequence[list[int]], targets: Sequence[list[int]], mode: ScoringMode | str | None = None
     ) -> torch.Tensor:
         """[B] summed log-probabilities of each row's target after its source (the training loss's terms)."""
-        batch = target_batch(sources, targets, pad_id=0)  # pads are masked out
+        batch = target_batch(sources, targets, pad_id=0, device=self.device)  # pads are masked out
         logprobs, _ = self.target_logprobs(batch.input_ids, batch.attention_mask, batch.target_lengths, mode)
         return logprobs.sum(1)
 
@@ -146,7 +151,7 @@ class PromptedModel(nn.Module):
         def run(idx: list[int], ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
             return self.continuation_logprobs(ids, mask, [continuations[i] for i in idx], mode=mode)
 
-        return in_length_order(rows, batch_size, 0, run)
+        return in_length_order(rows, batch_size, 0, run, device=self.device)
 
     def _score_mixed(self, batch: BatchMap, continuations, batch_size: int, mode: ScoringMode) -> list[torch.Tensor]:
         results: list = [None] * len(batch.items)
@@ -162,7 +167,7 @@ class PromptedModel(nn.Module):
         results: list = [None] * len(batch.items)
         observe = sampling["observe"]
         for index, prompt in enumerate(batch.prompts):
-            mine = torch.tensor(batch.items_of(index))
+            mine = torch.tensor(batch.items_of(index), device=input_ids.device)
             if observe is not None:  # this prompt's rows, told by their place in the whole batch
                 sampling = {
                     **sampling,

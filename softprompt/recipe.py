@@ -39,8 +39,8 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
     """Row indices per micro-batch for one epoch, a function of (seed, epoch) alone, so a resumed run sees
     the same batches. With `bucket`, rows of similar length share a batch (sorted within windows of 50
     batches, then the batches shuffled), which cuts padding."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(lengths), generator=generator).tolist()
+    generator = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + epoch)  # the same order on any device
+    order = torch.randperm(len(lengths), generator=generator, device="cpu").tolist()
     if bucket:
         window = batch_size * 50
         order = [
@@ -50,5 +50,5 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
         ]
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if bucket:
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator, device="cpu").tolist()]
     return batches

@@ -42,7 +42,7 @@ class PromptedSeq2SeqLM(PromptedModel):
         self, states: torch.Tensor, mask: torch.Tensor, targets: Sequence[list[int]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """([R, M] log-probabilities of each target's tokens, [R, M] mask) given encoder states per row."""
-        target_ids, target_mask = (t.to(states.device) for t in pad_right(targets, self.base.config.pad_token_id))
+        target_ids, target_mask = pad_right(targets, self.base.config.pad_token_id, device=states.device)
         decoder_ids = torch.cat([self._start(len(targets), states.device), target_ids[:, :-1]], dim=1)
         out = self.base(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_ids,
                         decoder_attention_mask=torch.ones_like(decoder_ids), use_cache=False)  # fmt: skip
@@ -58,8 +58,9 @@ class PromptedSeq2SeqLM(PromptedModel):
         lengths = attention_mask.sum(1).tolist()
         rows = [ids[len(ids) - n :] for ids, n in zip(input_ids.tolist(), lengths)]
         cuts = [len(row) - int(t) for row, t in zip(rows, target_lengths)]
-        ids, mask = pad_left([row[:cut] for row, cut in zip(rows, cuts)], self.base.config.pad_token_id)
-        states, full_mask = self.encode(ids.to(input_ids.device), mask.to(input_ids.device))
+        ids, mask = pad_left([row[:cut] for row, cut in zip(rows, cuts)], self.base.config.pad_token_id,
+                             device=input_ids.device)  # fmt: skip
+        states, full_mask = self.encode(ids, mask)
         return self.decode_logprobs(states, full_mask, [row[cut:] for row, cut in zip(rows, cuts)])
 
     def continuation_logprobs(
@@ -68,7 +69,7 @@ class PromptedSeq2SeqLM(PromptedModel):
         """Each row's continuations scored as decoder targets; the encoder runs once per row."""
         states, mask = self.encode(input_ids, attention_mask)
         conts = BatchMap.of(continuations)
-        owners = torch.tensor(conts.owner, dtype=torch.long)
+        owners = torch.tensor(conts.owner, dtype=torch.long, device=states.device)
         logprobs, _ = self.decode_logprobs(states[owners], mask[owners], conts.items)
         return conts.split(logprobs.sum(1))
 

@@ -22,6 +22,7 @@ from . import checkpoint
 from .batching import chunks
 from .distributed import DataParallel
 from .errors import ParameterError
+from .hardware import resolve_device
 from .methods import load_trained, make_tuned, trained_tensors
 from .model_card import write_card
 from .plots import plot_curves
@@ -102,7 +103,7 @@ class Trainer:
         """Load the data and the model (unless `base` is given) and make the prompt the config asks for."""
         task, train_rows, eval_rows = load_data(config)
         tuned = make_tuned(config, task, train_rows, base)
-        parallel = parallel or DataParallel()
+        parallel = parallel or DataParallel(resolve_device(config.device))
         if config.shard_base:
             parallel.shard_blocks(tuned.lm.base)
         return cls(config, tuned, train_rows, eval_rows, folder or RunFolder(config.output, parallel.main), parallel)
@@ -135,7 +136,8 @@ class Trainer:
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
                 self.parallel.sum(param.grad)
-            loss_total = float(self.parallel.sum(torch.tensor([loss_total], dtype=torch.float64)))
+            loss_total = float(self.parallel.sum(torch.tensor([loss_total], dtype=torch.float64,
+                                                              device=self.parallel.device)))  # fmt: skip
         if not math.isfinite(loss_total):
             raise self._diverged(f"loss {loss_total}")
         self.progress.window_loss += loss_total
@@ -271,7 +273,7 @@ def fit(config: TrainConfig, base=None, resume: bool = False, overwrite: bool = 
     is checked before the data or the model loads.
     """
     config.validate()
-    parallel = DataParallel()
+    parallel = DataParallel(resolve_device(config.device))
     folder = RunFolder(config.output, parallel.main)
     with folder.lock():
         start = folder.start(resume, overwrite)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ParameterError, SoftpromptError
-from .hardware import DTYPE_CHOICES
+from .hardware import DEVICE_HELP, DTYPE_CHOICES, resolve_device
 from .models import DEFAULT_MODEL
 from .prompt import INITS
 from .reporting import REPORT_TO, check_installed
@@ -21,7 +21,10 @@ METRICS = ("loss", "accuracy", "macro_f1")
 DESIGN_INIT = "prompt-design"  # the prompt starts as `shots` demonstrations (demonstrations.py), not from INITS
 METHODS = ("prompt-tuning", "model-tuning")
 OPTIMIZERS = ("adamw", "adafactor")
-DTYPE_HELP = "base dtype: auto (bfloat16 where the CPU or GPU runs it natively, else float32), float32, bfloat16"
+DTYPE_HELP = (
+    "base dtype: auto (bfloat16 where the CPU or GPU runs it natively, else float32 on a CPU and float16 on a GPU), "
+    "float32, bfloat16, float16"
+)
 
 
 def option(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
@@ -41,6 +44,7 @@ class TrainConfig:
         METHODS,
     )
     dtype: str = option("auto", DTYPE_HELP + " (the prompt always trains in float32)", DTYPE_CHOICES)
+    device: str = option("auto", DEVICE_HELP)
     task: str | None = option(
         None,
         "a shipped task: raft/twitter_complaints, glue/sst2, superglue/rte (files from --data-dir / $SOFTPROMPT_DATA)",
@@ -128,6 +132,7 @@ class TrainConfig:
             if choices and value is not None and value not in choices:
                 raise ParameterError.not_one_of(field.name, value, choices)
         check_installed(self.report_to)
+        resolve_device(self.device)  # a GPU asked for on a machine without one: one line, before anything loads
         if self.shard_base and self.method == "model-tuning":
             raise ParameterError("shard_base", "shards a frozen base; {method} model-tuning trains every weight")
         if (self.task is None) == (self.train is None):

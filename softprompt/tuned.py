@@ -15,7 +15,9 @@ from .batching import Encoder
 from .causal import PromptedCausalLM
 from .errors import ParameterError, SoftpromptError
 from .evaluate import evaluate, label_scores
+from .hardware import resolve_device
 from .models import load_base
+from .prepacked import PrepackedLinear
 from .prompt import SoftPrompt
 from .prompted import PromptedModel, ScoringMode
 from .seq2seq import PromptedSeq2SeqLM
@@ -69,11 +71,13 @@ class TunedPrompt:
         dtype: str = "auto",
         model: str | None = None,
         task: Task | None = None,
+        device: str | torch.device = "auto",
     ) -> TunedPrompt:
         """Load a prompt folder (ours, or PEFT's given `task`) on `base` = (model, tokenizer), else on the
-        model the folder names; or a model-tuned folder (its own model, behind a prompt of no tokens)."""
+        model the folder names, loaded on `device`; or a model-tuned folder (its own model, behind a prompt of
+        no tokens). The prompt goes to the base's device."""
         if checkpoint.read_meta(folder).get("method") == "model-tuning":
-            return cls._model_tuned(Path(folder), dtype, task)
+            return cls._model_tuned(Path(folder), dtype, task, device)
         prompt, config, meta = checkpoint.load_prompt(folder)
         if task is None and "task" not in meta:
             raise SoftpromptError(f"{folder}: no {checkpoint.META} with a task; pass the task's template and labels")
@@ -84,16 +88,16 @@ class TunedPrompt:
             ref = model or trained_on
             if not ref:
                 raise ParameterError("model", "{folder} names no base model; pass one", folder=str(folder))
-            base = load_base(ref, dtype)
+            base = load_base(ref, dtype, device=device)
         checkpoint.check_hidden_size(Path(folder), prompt, base[0].config.get_text_config().hidden_size)
         task = task or Task.from_json(meta["task"])
         return cls.build(base[0], base[1], SoftPrompt(prompt), task, meta.get("max_length", 64), meta)
 
     @classmethod
-    def _model_tuned(cls, folder: Path, dtype: str, task: Task | None) -> TunedPrompt:
+    def _model_tuned(cls, folder: Path, dtype: str, task: Task | None, device: str | torch.device) -> TunedPrompt:
         meta = checkpoint.read_meta(folder)
-        model, tokenizer = load_base(str(folder), dtype)
-        empty = SoftPrompt.frozen(torch.zeros(0, model.config.get_text_config().hidden_size))
+        model, tokenizer = load_base(str(folder), dtype, device=device)
+        empty = SoftPrompt.frozen(torch.zeros(0, model.config.get_text_config().hidden_size, device=model.device))
         return cls.build(
             model, tokenizer, empty, task or Task.from_json(meta["task"]), meta.get("max_length", 64), meta
         )
@@ -111,6 +115,16 @@ class TunedPrompt:
         )
         self.meta.update(task=self.task.to_json(), max_length=self.max_length, base_model=base.name_or_path, **extra)
         checkpoint.save_prompt(Path(folder), self.lm.prompt.embedding, config, self.meta)
+
+    def to(self, device: str | torch.device) -> TunedPrompt:
+        """Move the base and the prompt to `device` (in place: prompts sharing this base move with it); kept
+        keys/values are recomputed there on next use. A base prepacked for the CPU's oneDNN cannot move: load
+        it on the device instead (`load_base(..., device=)`)."""
+        device = resolve_device(device) if isinstance(device, str) else device
+        if any(isinstance(module, PrepackedLinear) for module in self.lm.base.modules()) and device.type != "cpu":
+            raise SoftpromptError(f"this base's weights are prepacked for the CPU; load it with device={str(device)!r}")
+        self.lm.to(device)
+        return self
 
     def evaluate(self, rows: Sequence[Row], batch_size: int = 32, **kwargs) -> dict[str, object]:
         return evaluate(self.lm, self.encoder, rows, batch_size, **kwargs)

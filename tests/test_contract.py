@@ -59,7 +59,7 @@ class TestPromptedModelContract:
         a, b = pair
         rows, owners = self._rows(a), [a, b, b, a]
         eos = a.tokenizer.eos_token_id
-        ids, mask = pad_left(rows, a.tokenizer.pad_token_id)
+        ids, mask = pad_left(rows, a.tokenizer.pad_token_id, device="cpu")
         mixed = a.lm.generate(ids, mask, 5, eos, prompts=[t.lm for t in owners])
         for row, owner, tokens in zip(rows, owners, mixed):
             alone = owner.lm.generate(torch.tensor([row]), torch.ones(1, len(row), dtype=torch.long), 5, eos)[0]

@@ -1,7 +1,7 @@
 """Bad input through the real CLI: one line on stderr naming the file/row/field, exit code 2, no traceback.
 
 Each case is one `python -m softprompt` subprocess (~4-5 s, mostly importing torch and transformers). There
-are eleven; a module fixture runs them two at a time up front and each test checks its own result.
+are fourteen; a module fixture runs them two at a time up front and each test checks its own result.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ TRAIN_CASES = {
     ),
 }
 OPTION_ERRORS = ("bogus-optimizer", "verbalizer-not-a-label")  # these name the option, not the file
-OTHER_CASES = ["unknown-task", "hidden-size", "pickle-only"]
+OTHER_CASES = ["unknown-task", "hidden-size", "pickle-only", "gpu-missing"]
 
 
 def train_case(root: Path, name: str, tiny_dir: Path) -> Case:
@@ -93,6 +93,11 @@ def other_case(root: Path, name: str, tiny_dir: Path, data_dir: Path) -> Case:
         output = root / "task-out"
         args = ["train", "--task", "bogus/task", "--model", tiny_dir, "--epochs", "1", "--output", output]
         return Case(args, ["unknown task 'bogus/task'", "raft/twitter_complaints"], output)
+    if name == "gpu-missing":  # a model that does not exist: the device is refused before any model loads
+        output = root / "gpu-out"
+        args = ["train", "--task", "raft/twitter_complaints", "--model", root / "no-such-model", "--device", "cuda",
+                "--output", output]  # fmt: skip
+        return Case(args, ["--device: cuda asked for, but this machine has no CUDA device"], output)
     folder = root / name
     if name == "hidden-size":
         # A [4, 16] prompt, but the tiny model has hidden size 32.
@@ -137,6 +142,8 @@ def cases(tmp_path_factory, tiny_dir, data_dir) -> dict[str, Case]:
 
 @pytest.mark.parametrize("name", [*TRAIN_CASES, *OTHER_CASES])
 def test_bad_input_is_one_line_exit_2(name, cases):
+    if name == "gpu-missing" and torch.cuda.is_available():
+        pytest.skip("this host has a GPU: --device cuda is no error here")
     case = cases[name]
     result = case.result
     stderr = result.stderr

@@ -70,18 +70,45 @@ def test_auto_on_patched_cpus(monkeypatch, native, onednn, capability, expected)
     assert dtype == expected and capability in why
 
 
-@pytest.mark.parametrize(("bf16", "expected"), [(True, "bfloat16"), (False, "float32")])
+@pytest.mark.parametrize(("bf16", "expected"), [(True, "bfloat16"), (False, "float16")])
 def test_auto_on_patched_gpus(monkeypatch, bf16, expected):
+    """A GPU's own dtype: bfloat16 where it has it, else float16 (the prompt stays float32 either way)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Test GPU")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
     dtype, why = hardware.auto_dtype_reason()
     assert dtype == expected and "Test GPU" in why
+    assert hardware.resolve_device("auto") == torch.device("cuda", 0)
+
+
+def test_the_cpu_asked_for_on_a_gpu_machine_keeps_the_cpus_dtype(monkeypatch):
+    """`--device cpu` beside a GPU: auto follows the CPU the model runs on, not the GPU it does not use."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(hardware, "native_cpu_bfloat16", lambda: False)
+    assert hardware.resolve_dtype("auto", device="cpu") == "float32"
+
+
+def test_devices_resolve_or_fail_in_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.resolve_device("auto") == torch.device("cpu") == hardware.resolve_device("cpu")
+    with pytest.raises(SoftpromptError, match=r"^device: cuda asked for, but this machine has no CUDA device"):
+        hardware.resolve_device("cuda")
+    with pytest.raises(SoftpromptError, match=r"^device: must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        hardware.resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun: each rank its own GPU
+    assert hardware.resolve_device("auto") == torch.device("cuda", 1) == hardware.resolve_device("cuda")
+    assert hardware.resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(SoftpromptError, match=r"^device: cuda:2: this machine has 2 CUDA device\(s\)"):
+        hardware.resolve_device("cuda:2")
 
 
 def test_an_unknown_dtype_is_one_line():
-    with pytest.raises(SoftpromptError, match="dtype must be one of auto, float32, bfloat16, got 'float16'"):
-        hardware.resolve_dtype("float16")
+    with pytest.raises(SoftpromptError, match="dtype must be one of auto, float32, bfloat16, float16, got 'float64'"):
+        hardware.resolve_dtype("float64")
 
 
 def test_a_training_run_prints_and_records_the_choice(tiny_dir, data_dir, tmp_path):

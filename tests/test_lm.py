@@ -18,7 +18,8 @@ TEXTS = [
 
 
 def _batch(tokenizer):
-    return pad_left([tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS], tokenizer.pad_token_id)
+    return pad_left([tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS], tokenizer.pad_token_id,
+                    device="cpu")
 
 
 def _loss_and_grad(lm: PromptedCausalLM, ids, mask, lengths):

@@ -25,7 +25,7 @@ TEXTS = ["@united lost my bag", "thanks for the lovely flight, great crew and a 
 def _inputs(tokenizer, left: bool = False):
     """Right-padded, as T5 tokenizers pad (PEFT feeds what it gets); our path takes either padding."""
     pad = pad_left if left else pad_right
-    return pad([tokenizer(t)["input_ids"] for t in TEXTS], tokenizer.pad_token_id)
+    return pad([tokenizer(t)["input_ids"] for t in TEXTS], tokenizer.pad_token_id, device="cpu")
 
 
 def _our_logits(lm: PromptedSeq2SeqLM, ids, mask, decoder_ids) -> torch.Tensor:
@@ -85,14 +85,14 @@ def test_seq2seq_cached_greedy_equals_recompute(t5):
 def test_seq2seq_scores_and_training(t5, t5_dir, data_dir, tmp_path):
     tuned = _prompt(t5, seed=7)
     rows = [{"Tweet text": t} for t in TEXTS]
-    ids, mask = pad_left([tuned.encoder.input_ids(r) for r in rows], tuned.tokenizer.pad_token_id)
+    ids, mask = pad_left([tuned.encoder.input_ids(r) for r in rows], tuned.tokenizer.pad_token_id, device="cpu")
     labels = tuned.encoder.label_ids
     with torch.no_grad():
         scores = torch.stack(tuned.lm.continuation_logprobs(ids, mask, [labels] * len(rows)))
         for index, row in enumerate(rows):
             for label, target in enumerate(labels):
                 source = tuned.encoder.input_ids(row)
-                joint, joint_mask = pad_left([source + target], tuned.tokenizer.pad_token_id)
+                joint, joint_mask = pad_left([source + target], tuned.tokenizer.pad_token_id, device="cpu")
                 logprobs, _ = tuned.lm.target_logprobs(joint, joint_mask, torch.tensor([len(target)]))
                 assert torch.allclose(logprobs.sum(), scores[index, label], atol=1e-4)
     config = TrainConfig(

@@ -394,13 +394,13 @@ def test_max_length_too_small(tokenizer):
 def test_pad_left_and_mask(tokenizer):
     pad = tokenizer.pad_token_id
     assert pad is not None
-    ids, mask = pad_left([[5, 6, 7], [8], []], pad)
+    ids, mask = pad_left([[5, 6, 7], [8], []], pad, device="cpu")
     assert ids.tolist() == [[5, 6, 7], [pad, pad, 8], [pad, pad, pad]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
 
 
 def test_target_batch_appends_targets():
-    batch = target_batch([[1, 2, 3], [4]], [[9, 2], [7, 8, 2]], 0)
+    batch = target_batch([[1, 2, 3], [4]], [[9, 2], [7, 8, 2]], 0, device="cpu")
     assert batch.input_ids.tolist() == [[1, 2, 3, 9, 2], [0, 4, 7, 8, 2]]
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]
     assert batch.target_lengths.tolist() == [2, 3]

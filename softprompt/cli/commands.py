@@ -65,10 +65,10 @@ def _rows(args: argparse.Namespace) -> tuple[list[dict], str]:
     return rows, source
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, folder: str):
     from ..tuned import TunedPrompt
 
-    return TunedPrompt.from_pretrained(args.prompt, dtype=args.dtype, model=args.model)
+    return TunedPrompt.from_pretrained(folder, dtype=args.dtype, model=args.model, device=args.device)
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -114,7 +114,8 @@ def _load_each(args: argparse.Namespace):
     for folder in args.prompts:
         meta = read_meta(Path(folder))
         ref = None if meta.get("method") == "model-tuning" else args.model or meta.get("base_model")
-        tuned = TunedPrompt.from_pretrained(folder, base=bases.get(ref), dtype=args.dtype, model=args.model)
+        tuned = TunedPrompt.from_pretrained(folder, base=bases.get(ref), dtype=args.dtype, model=args.model,
+                                            device=args.device)  # fmt: skip
         if ref:
             bases.setdefault(ref, (tuned.lm.base, tuned.tokenizer))
         yield folder, tuned
@@ -127,7 +128,7 @@ def predict(args: argparse.Namespace) -> None:
     if args.server:
         predictions, labels = _predict_remote(args.server, args.prompt, rows, args.batch_size, args.api_key_file)
     else:
-        tuned = _load(args)
+        tuned = _load(args, args.prompt)
         tuned.task.check(rows, source, labelled=False)
         predictions, labels = tuned.predict(rows, args.batch_size, args.length_normalize), tuned.task.labels
     write_predictions(args.output, predictions, labels)
@@ -156,7 +157,7 @@ def ensemble(args: argparse.Namespace) -> None:
     from ..ensemble import evaluate_ensemble
     from ..tuned import TunedPrompt
 
-    first = TunedPrompt.from_pretrained(args.prompts[0], dtype=args.dtype, model=args.model)
+    first = _load(args, args.prompts[0])
     base = (first.lm.base, first.tokenizer)
     members = [first] + [TunedPrompt.from_pretrained(folder, base=base) for folder in args.prompts[1:]]
     rows, source = _rows(args)
@@ -246,7 +247,7 @@ def inspect(args: argparse.Namespace) -> None:
 
     if args.k < 1:
         raise SoftpromptError("--k must be at least 1")
-    report = nearest_tokens(TunedPrompt.from_pretrained(args.prompt, model=args.model), args.k)
+    report = nearest_tokens(TunedPrompt.from_pretrained(args.prompt, model=args.model, device=args.device), args.k)
     print(json.dumps(report) if args.json else as_text(report))
     if args.png:
         heat_map(report, Path(args.png))
@@ -256,23 +257,21 @@ def serve(args: argparse.Namespace) -> None:
     from ..serve.app import Limits
     from ..serve.server import serve
 
-    limits = Limits(
-        max_items=args.max_items,
-        max_input_tokens=args.max_input_tokens,
-        max_new_tokens=args.max_new_tokens,
-        max_body_bytes=args.max_body_bytes,
-    )
+    limits = Limits(max_items=args.max_items, max_input_tokens=args.max_input_tokens,
+                    max_new_tokens=args.max_new_tokens, max_body_bytes=args.max_body_bytes)  # fmt: skip
     start = serve
     if args.engine == "ray":  # imported only here: Ray is an optional extra, slow to import
         from ..serve.ray_engine import serve_ray
 
-        start = partial(serve_ray, replicas=args.replicas, held_tasks=args.held_tasks, timeout_s=args.request_timeout)
+        start = partial(serve_ray, replicas=args.replicas, held_tasks=args.held_tasks, timeout_s=args.request_timeout,
+                        gpus_per_replica=args.gpus_per_replica)  # fmt: skip
     start(
         args.host,
         args.port,
         model=args.model,
         prompts=args.prompts,
         dtype=args.dtype,
+        device=args.device,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,

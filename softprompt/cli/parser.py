@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import typing
 
-from ..hardware import DTYPE_CHOICES
+from ..hardware import DEVICE_HELP, DTYPE_CHOICES
 from ..train_config import DTYPE_HELP, TrainConfig
 
 
@@ -55,6 +55,7 @@ def add_prompt_options(parser: argparse.ArgumentParser, several: bool = False, p
     whose = "prompts were" if several else "prompt was"
     parser.add_argument("--model", help=f"base model (default: the one the {whose} trained on)")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     if not several:
         parser.add_argument("--length-normalize", action="store_true", help="rank labels by mean, not summed, log-prob")
 
@@ -131,6 +132,7 @@ def _serve_parser(sub) -> None:
     serve.add_argument("--prompts", required=True, help="folder of prompt folders; each folder's name is a task")
     serving_auto = "; a server on a CPU without AMX takes float32 (faster at small batches)"
     serve.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP + serving_auto)
+    serve.add_argument("--device", default="auto", help=DEVICE_HELP)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-batch", type=int, default=32, help="rows per model forward")
@@ -174,6 +176,10 @@ def _serve_parser(sub) -> None:
     engine.add_argument(
         "--request-timeout", type=float, default=60.0, help="with --engine ray: seconds before a 503 for a replica"
     )
+    engine.add_argument(
+        "--gpus-per-replica", type=float, default=0.0,
+        help="with --engine ray: GPUs Ray reserves for each replica (fractions share a GPU: 0.5 puts two on one)",
+    )  # fmt: skip
     serve.add_argument(
         "--vllm-url",
         metavar="URL",
@@ -203,6 +209,7 @@ def _toolbox_parsers(sub) -> None:
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.add_argument("--png", help="also draw a heat map to this PNG")
     inspect.add_argument("--model", help="base model (default: the one the prompt was trained on)")
+    inspect.add_argument("--device", default="auto", help=DEVICE_HELP)
     sweep = sub.add_parser(
         "sweep",
         help="grid over prompt length, init and seed -> CSV + PNG",

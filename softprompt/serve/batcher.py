@@ -216,9 +216,11 @@ def _complete(jobs: list[Job]) -> list[list[Generated]]:
             for item, token, row_logprobs in zip(items.tolist(), ids.tolist(), logprobs):
                 rows[item].add(token, row_logprobs)
 
-        ids, mask = pad_left(batch.items, tokenizer.pad_token_id)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        group[0].tuned.lm.generate(
+        lm = group[0].tuned.lm
+        ids, mask = pad_left(batch.items, tokenizer.pad_token_id, device=lm.device)
+        # The sampler draws on the model's device, so its generator lives there too.
+        generator = torch.Generator(device=lm.device).manual_seed(seed) if seed is not None else None
+        lm.generate(
             ids, mask, max(job.params["max_tokens"] for job in group), tokenizer.eos_token_id,
             prompts=batch.item_prompts(), temperature=temperature, top_p=top_p, generator=generator, observe=observe,
         )  # fmt: skip

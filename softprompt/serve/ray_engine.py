@@ -33,7 +33,8 @@ except ImportError:  # the optional extra; `serve_ray` says what to install
 
 RAY_MISSING = "--engine ray needs Ray Serve: pip install 'softprompt[ray]'"
 GATHERED = ("/healthz", "/metrics")  # answered by every replica, merged
-SETTINGS = {"replicas": int, "held_tasks": int, "cpus_per_replica": float, "timeout_s": float}
+SETTINGS = {"replicas": int, "held_tasks": int, "cpus_per_replica": float, "gpus_per_replica": float,
+            "timeout_s": float}  # fmt: skip
 NUMBERS = {"max_batch": int, "max_wait_ms": float, "max_queue": int}  # server.build's numeric options
 FLAGS = {"batching", "console", "open_health_metrics"}  # and its true/false ones
 PATHS = ("prompts", "admin_token_file", "api_key_file")  # made absolute: replicas start in other folders
@@ -194,9 +195,12 @@ def application(
     cpus_per_replica: float = 1.0,
     timeout_s: float = 60.0,
     by_task: bool = True,
+    gpus_per_replica: float = 0.0,
 ):
     """The Ray Serve application: `replicas` copies of the app over `options` (server.build's arguments).
-    `by_task=False` leaves routing to Ray's default balancing, task-blind (bench/serve_scale.py compares)."""
+    `by_task=False` leaves routing to Ray's default balancing, task-blind (bench/serve_scale.py compares).
+    `gpus_per_replica` (fractions allowed: 0.5 puts two replicas on a GPU) is what Ray reserves for each; Ray
+    then shows each replica its GPUs alone, so the replica's `auto` device is its own GPU."""
     if serve is None:
         raise SoftpromptError(RAY_MISSING)
     if replicas < 1 or held_tasks < 1:
@@ -205,7 +209,7 @@ def application(
         replica_class(held_tasks),
         name="Replica",
         num_replicas=replicas,
-        ray_actor_options={"num_cpus": cpus_per_replica},
+        ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
         max_ongoing_requests=1024,  # the replica's own batcher queues and refuses (503) past --max-queue
     )
     ingress = serve.deployment(
@@ -218,7 +222,8 @@ def application(
 
 def app_builder(args: dict):
     """For `serve run softprompt.serve.ray_engine:app_builder key=value ...` on an existing cluster: the
-    replica settings (replicas, held_tasks, cpus_per_replica, timeout_s) and server.build's options."""
+    replica settings (replicas, held_tasks, cpus_per_replica, gpus_per_replica, timeout_s) and server.build's
+    options."""
     settings = {key: kind(args.pop(key)) for key, kind in SETTINGS.items() if key in args}
     options = {key: NUMBERS.get(key, str)(value) for key, value in args.items()}
     for flag in FLAGS & set(options):
@@ -230,7 +235,9 @@ def app_builder(args: dict):
     return application(options, **settings)
 
 
-def serve_ray(host: str, port: int, replicas: int, held_tasks: int, timeout_s: float, **options) -> None:
+def serve_ray(
+    host: str, port: int, replicas: int, held_tasks: int, timeout_s: float, gpus_per_replica: float = 0.0, **options
+) -> None:
     """Start (or join, with RAY_ADDRESS) a Ray cluster, deploy the app and serve until interrupted."""
     if serve is None:
         raise SoftpromptError(RAY_MISSING)
@@ -242,5 +249,5 @@ def serve_ray(host: str, port: int, replicas: int, held_tasks: int, timeout_s: f
     serve.start(http_options={"host": host, "port": port})
     per_replica = 1.0 if address else cpus / replicas
     options |= {key: str(Path(options[key]).absolute()) for key in PATHS if options.get(key)}
-    app = application(options, replicas, held_tasks, per_replica, timeout_s)
+    app = application(options, replicas, held_tasks, per_replica, timeout_s, gpus_per_replica=gpus_per_replica)
     serve.run(app, name="softprompt", route_prefix="/", blocking=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ..errors import SoftpromptError
-from ..hardware import announce_dtype, resolve_dtype
+from ..hardware import announce_dtype, resolve_device, resolve_dtype
 from ..models import load_base
 from .app import Limits, create_app
 from .auth import read_secret
@@ -39,6 +39,7 @@ def build(
     model: str,
     prompts: str,
     dtype: str = "auto",
+    device: str = "auto",
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
     max_queue: int = 1024,
@@ -59,9 +60,10 @@ def build(
     api_key = read_secret("--api-key-file", api_key_file) if api_key_file else None
     if api_key is not None and api_key == admin_token:
         raise SoftpromptError(f"--api-key-file {api_key_file}: holds the admin token; every client would be an admin")
+    where = resolve_device(device)  # a GPU asked for and missing is one line, before the model loads
     bound_onednn_caches()
-    base = load_base(model, resolve_dtype(dtype, serving=True))
-    announce_dtype(dtype, serving=True)  # once loaded: a model that fails to load leaves its one-line error alone
+    base = load_base(model, resolve_dtype(dtype, serving=True, device=where), device=where)
+    announce_dtype(dtype, serving=True, device=where)  # once loaded: a model that fails to load leaves its error
     if held_tasks is None:
         store = PromptStore(base, Path(prompts))
         store.load_all()

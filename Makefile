@@ -10,7 +10,7 @@ DEMO ?= runs/demo
 
 AVX2_ONLY := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2  # oneDNN and ATen as on a CPU with AVX2 alone
 
-.PHONY: setup models demo test test-portable test-vllm lint bench-peft soak experiments clean
+.PHONY: setup models demo test test-portable test-gpu gpu-wheels gpu-check test-vllm lint bench-peft soak experiments clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,25 @@ test: setup  # everything but the opt-in vLLM test (make test-vllm)
 
 test-portable: setup  # the suite as an AVX2-only CPU without bfloat16 instructions runs it
 	$(AVX2_ONLY) $(BIN)/pytest -q -rs -m "not vllm"
+
+test-gpu: setup  # the GPU tests against the CPU (tests/test_gpu.py): skipped, with the reason, where there is no CUDA
+	$(BIN)/pytest -q -rs -m gpu
+
+# On a CUDA machine with no network (torch, transformers, peft, safetensors, tokenizers, accelerate and pytest
+# installed; no venv is made and nothing is downloaded): the GPU tests, then bench/gpu.py, within 8 minutes.
+# Where that machine's transformers is older than our pin, `make gpu-wheels` (here, with PyPI) puts ours in
+# .whl/, which travels with the tree; gpu-check installs the wheels it finds there into a scratch folder first.
+GPU_PYTHON ?= python3
+GPU_WHEELS ?= .whl
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: -d $(GPU_WHEELS) transformers==5.24.0
+
+gpu-check:
+	@site=$$(mktemp -d) && if ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1; then \
+	  $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --target $$site $(GPU_WHEELS)/*.whl; fi && \
+	export PYTHONPATH=$$site:$(CURDIR) && \
+	$(GPU_PYTHON) -m pytest -q -rs -p no:cacheprovider -m gpu tests/test_gpu.py && \
+	$(GPU_PYTHON) bench/gpu.py
 
 VLLM_VENV ?= .venv-vllm
 

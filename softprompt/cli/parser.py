@@ -161,7 +161,17 @@ def _serve_parser(sub) -> None:
     serve.add_argument(
         "--open-health-metrics", action="store_true", help="with --api-key-file: /healthz and /metrics need no key"
     )
-    engine = serve.add_argument_group("replicas (Ray Serve)")
+    _replica_options(serve.add_argument_group("replicas (Ray Serve)"))
+    serve.add_argument(
+        "--vllm-url",
+        metavar="URL",
+        help="generate completions on this vLLM server (started with --enable-prompt-embeds, same base model); "
+        "classification stays here",
+    )
+
+
+def _replica_options(engine) -> None:
+    """`serve --engine ray`'s options: how many replicas, what each holds and reserves."""
     engine.add_argument(
         "--engine",
         choices=("single", "ray"),
@@ -180,12 +190,6 @@ def _serve_parser(sub) -> None:
         "--gpus-per-replica", type=float, default=0.0,
         help="with --engine ray: GPUs Ray reserves for each replica (fractions share a GPU: 0.5 puts two on one)",
     )  # fmt: skip
-    serve.add_argument(
-        "--vllm-url",
-        metavar="URL",
-        help="generate completions on this vLLM server (started with --enable-prompt-embeds, same base model); "
-        "classification stays here",
-    )
 
 
 def _toolbox_parsers(sub) -> None:

@@ -34,12 +34,12 @@ demo: setup $(VENV)/.qwen2.5-0.5b  # configs/demo.toml: a prompt tuned from 4 ex
 	$(BIN)/softprompt design --config configs/demo.toml --output $(DEMO)-design --overwrite
 	$(BIN)/softprompt eval $(DEMO) $(DEMO)-design --task raft/twitter_complaints --split test --limit 1000 --record
 
-test: setup  # everything but the opt-in vLLM test (make test-vllm)
+test: setup  # everything but the opt-in vLLM test (make test-vllm); the 15 slowest tests listed at the end
 	$(BIN)/ruff check softprompt tests bench experiments
-	$(BIN)/pytest -q -rs -m "not vllm"
+	$(BIN)/pytest -q -rs --durations=15 -m "not vllm"
 
-test-portable: setup  # the suite as an AVX2-only CPU without bfloat16 instructions runs it
-	$(AVX2_ONLY) $(BIN)/pytest -q -rs -m "not vllm"
+test-portable: setup  # the tests marked portable (their behaviour depends on the CPU) as an AVX2-only CPU without bfloat16 instructions runs them
+	$(AVX2_ONLY) $(BIN)/pytest -q -rs --durations=15 -m "portable and not vllm"
 
 test-gpu: setup  # the GPU tests against the CPU (tests/test_gpu.py): skipped, with the reason, where there is no CUDA
 	$(BIN)/pytest -q -rs -m gpu

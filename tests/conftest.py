@@ -1,8 +1,11 @@
-"""Shared fixtures: the real default model, and tiny random-weight Llama and T5 models on its real tokenizer."""
+"""Shared fixtures: the real default model, and tiny random-weight Llama and T5 models on its real tokenizer;
+what several test files would otherwise each build again (a server of the real default model, the uninterrupted
+run the kill-and-resume tests compare with), built once per session."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,6 +83,41 @@ def t5(t5_dir):
     from softprompt.models import load_base
 
     return load_base(str(t5_dir), "float32")
+
+
+@pytest.fixture(scope="session")
+def smollm2_prompts(tmp_path_factory, smollm2) -> Path:
+    """serving.TASKS' prompt folders on the real default model (seeded, untrained)."""
+    from .serving import write_prompts
+
+    return write_prompts(tmp_path_factory.mktemp("smollm2-prompts"), smollm2)
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(tmp_path_factory, smollm2_prompts):
+    """The URL of one `softprompt serve` of the real default model on `smollm2_prompts`, for the whole session
+    (test_openai_sdk.py, test_ray.py, test_serve.py): admin routes open to serving.ADMIN_TOKEN, batches waiting
+    up to 20 ms. A test that uploads or deletes a task puts the served set back as it was."""
+    from .serving import ADMIN_TOKEN, running_server
+
+    token_file = tmp_path_factory.mktemp("admin") / "token"
+    token_file.write_text(ADMIN_TOKEN)
+    extra = ("--admin-token-file", str(token_file), "--max-wait-ms", "20")
+    with running_server("smollm2-135m", smollm2_prompts, *extra) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tiny_dir, data_dir, tmp_path_factory) -> Path:
+    """The folder of resuming.train_args' run, never killed: what every killed and resumed run of that recipe
+    must end on, bit for bit (test_crash.py, test_train.py)."""
+    from .resuming import ONE_THREAD, train_args
+
+    output = tmp_path_factory.mktemp("uninterrupted") / "run"
+    done = subprocess.run(train_args(tiny_dir, data_dir, output), capture_output=True, text=True, timeout=300,
+                          env=ONE_THREAD)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output
 
 
 @pytest.fixture()

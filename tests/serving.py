@@ -26,6 +26,7 @@ TASKS = {
     "pairs": (Task("Q1: {a} Q2: {b} Same?", "label", ["yes", "no"]), 6),
     "bare": (Task("{text}", "label", ["yes", "no"]), 2),  # no template text: an empty input is an empty row
 }
+ADMIN_TOKEN = "test-admin-token-0123456789"  # conftest's smollm2_server takes it for its admin routes
 TEXTS = [
     "@united lost my bag again and nobody answers the phone",
     "what a lovely flight, thank you for the upgrade",

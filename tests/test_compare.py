@@ -48,6 +48,7 @@ def test_compare_three_methods_on_the_default_model(data_dir, tmp_path, monkeypa
     assert [line.split(" | ")[2] for line in lines] == [*(r["method"] for r in table), ""]  # one seed each
 
 
+@pytest.mark.portable  # prepacked only where oneDNN runs bfloat16
 def test_parameter_count_sees_through_prepacked_weights(tiny_dir):
     """bfloat16 on a CPU that runs it natively prepacks the linear weights out of `parameters()`."""
     plain = parameter_count(load_base(str(tiny_dir), "float32")[0], str(tiny_dir))

@@ -3,36 +3,27 @@ and end on the uninterrupted run's prompt, bit for bit; no checkpoint is ever le
 
 Every run has one thread (as in test_distributed.py): this compares resuming against not resuming, and keeps
 thread scheduling out of it. With two threads, one float32 run in CI ended a few ulps off (not reproduced here
-in 15 tries); should it ever fail, the message names the first logged step where the two runs part.
+in 15 tries); should it ever fail, the message names the first logged step where the two runs part. The
+recipe is tests/resuming.py's; its uninterrupted run is the session's, shared with test_train.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from softprompt import checkpoint
 
+from .resuming import ONE_THREAD, train_args
+
 KILLS = 12
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _args(tiny_dir, data_dir, output) -> list[str]:
-    return [
-        sys.executable, "-m", "softprompt", "train", "--model", str(tiny_dir),
-        "--train", str(data_dir / "raft_twitter_complaints/train.csv"),
-        "--template", "Tweet text : {Tweet text} Label : ", "--label-field", "Label", "--dev-fraction", "0.2",
-        "--num-virtual-tokens", "4", "--init", "sampled-vocab", "--epochs", "40", "--batch-size", "8",
-        "--save-steps", "1", "--no-progress", "--output", str(output),
-    ]  # fmt: skip
 
 
 def _whole(folder) -> bool:
@@ -49,11 +40,12 @@ def _parting(killed, straight, killed_at: list[str], diff: float) -> str:
     return f"prompts differ by up to {diff:.3g}; first differing record {first}; kills after {killed_at}"
 
 
-def test_sigkill_at_random_points_then_resume_is_bit_identical(tiny_dir, data_dir, tmp_path):
+@pytest.mark.portable  # --dtype auto: bfloat16 and prepacked where native, float32 on AVX2; bit for bit on either
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tiny_dir, data_dir, tmp_path, uninterrupted_run):
     rng = random.Random(1234)
     output = tmp_path / "killed"
     killed_at, mid_write = [], 0
-    command = _args(tiny_dir, data_dir, output)
+    command = train_args(tiny_dir, data_dir, output)
     for attempt in range(KILLS):
         proc = subprocess.Popen(command if attempt == 0 else [*command[:4], "--resume", str(output)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)  # fmt: skip
@@ -78,12 +70,9 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tiny_dir, data_di
     done = subprocess.run([*command[:4], "--resume", str(output)], capture_output=True, text=True, timeout=300,
                           env=ONE_THREAD)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    straight = subprocess.run(_args(tiny_dir, data_dir, tmp_path / "straight"), capture_output=True, timeout=300,
-                              env=ONE_THREAD)  # fmt: skip
-    assert straight.returncode == 0
     a = load_file(str(output / checkpoint.WEIGHTS))["prompt_embeddings"]
-    b = load_file(str(tmp_path / "straight" / checkpoint.WEIGHTS))["prompt_embeddings"]
-    assert torch.equal(a, b), _parting(output, tmp_path / "straight", killed_at, (a - b).abs().max().item())
+    b = load_file(str(uninterrupted_run / checkpoint.WEIGHTS))["prompt_embeddings"]
+    assert torch.equal(a, b), _parting(output, uninterrupted_run, killed_at, (a - b).abs().max().item())
     assert len(set(killed_at)) >= 10, killed_at  # ten different points
     steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))

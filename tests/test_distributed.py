@@ -8,7 +8,8 @@ unsplit batch of 8 the gradient is the same sum rounded differently (the rows ar
 sequences), and against two threads the matrix library splits its reductions differently; Adam, which
 divides each gradient by its own running scale, turns either into differences of 3e-5 to 1.1e-4 after this
 run's 15 steps on the tiny model (measured on Intel AVX-512 and its AVX2 emulation). A run whose processes
-skip the gradient reduction must land far from the reference.
+skip the gradient reduction must land far from the reference. The one-process reference is run once for
+the module: every two-process run here is compared with the same one.
 """
 
 import json
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -51,26 +53,36 @@ def _train(command: list[str], batch: list[str], tiny_dir: Path, data_dir: Path,
     return load_file(str(output / "adapter_model.safetensors"))["prompt_embeddings"], records
 
 
-def test_two_processes_match_one_process_accumulating_their_halves(tiny_dir, data_dir, tmp_path):
-    one, one_records = _train(ONE, ["--batch-size", "4", "--grad-accum", "2"], tiny_dir, data_dir, tmp_path / "1")
+@pytest.fixture(scope="module")
+def one_process(tiny_dir, data_dir, tmp_path_factory) -> tuple[torch.Tensor, list[dict]]:
+    """(prompt, metrics records) of the one-process reference: batches of 4, two accumulated per step."""
+    output = tmp_path_factory.mktemp("one-process") / "run"
+    return _train(ONE, ["--batch-size", "4", "--grad-accum", "2"], tiny_dir, data_dir, output)
+
+
+@pytest.mark.portable  # bit for bit only as long as both sides round alike: checked on each CPU kind
+def test_two_processes_match_one_process_accumulating_their_halves(one_process, tiny_dir, data_dir, tmp_path):
+    one, one_records = one_process
     two, records = _train(TWO, ["--batch-size", "8"], tiny_dir, data_dir, tmp_path / "2")
     assert torch.equal(one, two), (one - two).abs().max()
     assert len(records) == 3  # one writer, not two
     assert [r["train_loss"] for r in records] == [r["train_loss"] for r in one_records]  # the global batch's
 
 
-def test_a_broken_gradient_reduction_is_caught(tiny_dir, data_dir, tmp_path):
-    one, _ = _train(ONE, ["--batch-size", "4", "--grad-accum", "2"], tiny_dir, data_dir, tmp_path / "1")
+@pytest.mark.portable
+def test_a_broken_gradient_reduction_is_caught(one_process, tiny_dir, data_dir, tmp_path):
+    one, _ = one_process
     script = tmp_path / "broken.py"
     script.write_text(BROKEN_REDUCTION)
     broken, _ = _train([*TWO[:-2], str(script)], ["--batch-size", "8"], tiny_dir, data_dir, tmp_path / "2")
     assert (one - broken).abs().max() > 1e-3  # not a last-bit difference: the prompts really disagree
 
 
-def test_a_sharded_base_trains_the_same_prompt(tiny_dir, data_dir, tmp_path):
+@pytest.mark.portable
+def test_a_sharded_base_trains_the_same_prompt(one_process, tiny_dir, data_dir, tmp_path):
     """--shard-base: each process holds half of every block's weights (FSDP2 over gloo) and gathers them per
     block; the prompt is replicated, so the run ends on the one-process prompt as plain data parallelism does."""
-    one, one_records = _train(ONE, ["--batch-size", "4", "--grad-accum", "2"], tiny_dir, data_dir, tmp_path / "1")
+    one, one_records = one_process
     log = []
     sharded, records = _train(TWO, ["--batch-size", "8", "--shard-base"], tiny_dir, data_dir, tmp_path / "2", log)
     held, total = re.search(r"this process holds ([\d,]+) of its ([\d,]+) weights", log[0]).groups()
@@ -80,8 +92,6 @@ def test_a_sharded_base_trains_the_same_prompt(tiny_dir, data_dir, tmp_path):
 
 
 def test_shard_base_is_for_a_frozen_base():
-    import pytest
-
     from softprompt.errors import ParameterError
     from softprompt.train_config import TrainConfig
 

@@ -17,6 +17,7 @@ from softprompt import hardware
 from softprompt.errors import SoftpromptError
 
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+pytestmark = pytest.mark.portable  # what auto picks is the CPU's (and the caps') doing
 
 
 def _cpu_flags() -> set[str]:

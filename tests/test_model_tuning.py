@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,15 +31,22 @@ def _weights(model) -> dict[str, torch.Tensor]:
     return {name: param.detach().clone() for name, param in model.named_parameters()}
 
 
-def test_model_tuning_trains_every_weight_and_saves_a_model_folder(tiny_dir, data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def tuned_run(tiny_dir, data_dir, tmp_path_factory) -> tuple[dict[str, torch.Tensor], TunedPrompt, Path]:
+    """(weights before, the tuned model, its folder) of one 4-step model-tuning run of the tiny model, made once
+    for the tests below, which only read the folder (the resume test copies it)."""
     base = load_base(str(tiny_dir), "float32")  # its own copy: the run changes it
     before = _weights(base[0])
-    tuned = fit(_config(tiny_dir, data_dir, tmp_path / "run"), base=base)
+    folder = tmp_path_factory.mktemp("model-tuning") / "run"
+    return before, fit(_config(tiny_dir, data_dir, folder), base=base), folder
+
+
+def test_model_tuning_trains_every_weight_and_saves_a_model_folder(tuned_run, data_dir):
+    before, tuned, folder = tuned_run
     after = _weights(tuned.lm.base)
     changed = [name for name in before if not torch.equal(before[name], after[name])]
     assert len(changed) == len(before), set(before) - set(changed)  # every weight moved, embeddings included
     assert tuned.lm.n_prompt == 0
-    folder = tmp_path / "run"
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     assert not (folder / checkpoint.WEIGHTS).exists()  # a model folder, not a prompt folder
     assert json.loads((folder / checkpoint.META).read_text())["method"] == "model-tuning"
@@ -58,11 +66,11 @@ def test_model_tuning_trains_every_weight_and_saves_a_model_folder(tiny_dir, dat
     assert json.loads(done.stdout)["loss"] == loaded.evaluate(rows[:8])["loss"]
 
 
-def test_model_tuning_resumes_bit_for_bit(tiny_dir, data_dir, tmp_path):
-    straight = fit(_config(tiny_dir, data_dir, tmp_path / "straight"), base=load_base(str(tiny_dir), "float32"))
+def test_model_tuning_resumes_bit_for_bit(tuned_run, tiny_dir, data_dir, tmp_path):
+    _, straight, folder = tuned_run
     # The same run, stopped after its third step: its newest checkpoint removed with everything written after
     killed = tmp_path / "killed"
-    shutil.copytree(tmp_path / "straight", killed)
+    shutil.copytree(folder, killed)
     shutil.rmtree(killed / "checkpoints" / "step-00000004")
     for name in ("config.json", "model.safetensors", checkpoint.META, "curves.png"):
         (killed / name).unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """OpenAI compatibility, with the official `openai` SDK as the client of a real server on loopback (the real
-default model): the model list, streaming, logprobs, and a 400 for every field the server does not honour."""
+default model, the session's: conftest.py): the model list, streaming, logprobs, and a 400 for every field the
+server does not honour."""
 
 from __future__ import annotations
 
@@ -10,20 +11,19 @@ import torch
 from softprompt.serve.openai_api import ChoiceText
 from softprompt.tuned import TunedPrompt
 
-from .serving import TASKS, running_server, write_prompts
+from .serving import TASKS
 
 PROMPT = "The three primary colours are"
 
 
 @pytest.fixture(scope="module")
-def prompts(tmp_path_factory, smollm2):
-    return write_prompts(tmp_path_factory.mktemp("prompts"), smollm2)
+def prompts(smollm2_prompts):
+    return smollm2_prompts
 
 
 @pytest.fixture(scope="module")
-def client(prompts):
-    with running_server("smollm2-135m", prompts) as url:
-        yield openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+def client(smollm2_server):
+    return openai.OpenAI(base_url=smollm2_server + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def _streamed(client, **params):

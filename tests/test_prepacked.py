@@ -14,6 +14,7 @@ from softprompt.models import load_base
 from softprompt.prepacked import PrepackedLinear, prepack_linears, worth_prepacking
 from softprompt.prompt import init_prompt
 
+pytestmark = pytest.mark.portable  # whether and how weights are laid out is oneDNN's bfloat16 support here
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 BFLOAT16 = worth_prepacking(torch.bfloat16)
 needs_bfloat16 = pytest.mark.skipif(
@@ -62,20 +63,28 @@ def test_prepack_swaps_the_frozen_trunk_where_onednn_runs_bfloat16_and_keeps_the
     assert not any(isinstance(m, PrepackedLinear) for m in float32.modules())  # float32 stays as loaded
 
 
-def test_real_model_prepacks_its_trunk_where_onednn_runs_bfloat16():
+@pytest.fixture(scope="module")
+def smollm2_bfloat16():
+    """The real default model in bfloat16 as load_base gives it (prepacked where oneDNN runs bfloat16), loaded
+    once for the tests below; they only read it."""
+    return load_base("smollm2-135m", "bfloat16")
+
+
+def test_real_model_prepacks_its_trunk_where_onednn_runs_bfloat16(smollm2_bfloat16):
     """smollm2's 210 trunk layers in bfloat16 where oneDNN runs it; none where it cannot (AVX2)."""
-    model, _ = load_base("smollm2-135m", "bfloat16")
+    model, _ = smollm2_bfloat16
     assert sum(isinstance(m, PrepackedLinear) for m in model.modules()) == (210 if BFLOAT16 else 0)
 
 
 @needs_bfloat16
-def test_real_model_scores_and_gradients_match_the_plain_model():
+def test_real_model_scores_and_gradients_match_the_plain_model(smollm2_bfloat16, smollm2):
     """A prepacked bfloat16 smollm2 gives the prompt loss, prompt gradient and label scores of transformers'
     model as it loads. The two bfloat16 gradients part by about 1% where AMX accumulates in another order than
-    the plain path, so the gradient is held to the float32 model's: packed as close to it as plain is."""
-    packed_model, tokenizer = load_base("smollm2-135m", "bfloat16")
+    the plain path, so the gradient is held to the float32 model's (the session's frozen smollm2): packed as
+    close to it as plain is."""
+    packed_model, tokenizer = smollm2_bfloat16
     plain_model, _ = load_base("smollm2-135m", "bfloat16", prepack=False)
-    reference_model, _ = load_base("smollm2-135m", "float32")
+    reference_model, _ = smollm2
     assert any(isinstance(m, PrepackedLinear) for m in packed_model.modules())
     assert not any(isinstance(m, PrepackedLinear) for m in plain_model.modules())
     rows = [tokenizer(text).input_ids for text in ["Tweet text : my flight is late again Label :", "Label :"]]

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .serving import call, free_port, rows_for, running_server, write_prompts, zip_folder
+from .serving import call, free_port, rows_for, write_prompts, zip_folder
 
 ray = pytest.importorskip("ray", reason="Ray is in the dev extra: pip install -e '.[dev]'")
 from ray import serve  # noqa: E402
@@ -56,10 +56,10 @@ def _ask_all(url: str, jobs: list[tuple[str, dict]]) -> list[tuple[int, dict]]:
 
 
 @pytest.fixture(scope="module")
-def single_answers(prompts):
-    """The single-process server's answers to the mixed requests (asked before Ray starts: 2 cores)."""
-    with running_server("smollm2-135m", prompts) as url:
-        return _ask_all(url, _mixed_jobs())
+def single_answers(smollm2_server):
+    """The single-process server's answers to the mixed requests (asked before Ray starts: 2 cores). That is the
+    session's server (conftest.py): it serves the same seeded prompts, written to its own folder."""
+    return _ask_all(smollm2_server, _mixed_jobs())
 
 
 @pytest.fixture(scope="module")

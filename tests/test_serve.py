@@ -1,5 +1,5 @@
 """The HTTP server on loopback with the real default model: answers equal offline predictions, bad requests
-get one-line 4xx errors, admin uploads are guarded."""
+get one-line 4xx errors, admin uploads are guarded. The real model's server is the session's (conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,19 @@ import torch
 
 from softprompt.tuned import TunedPrompt
 
-from .serving import TASKS, TEXTS, call, rows_for, running_server, write_prompts, zip_folder, zipped
+from .serving import ADMIN_TOKEN, TASKS, TEXTS, call, rows_for, running_server, write_prompts, zip_folder, zipped
 
-TOKEN = "test-admin-token-0123456789"
-
-
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory, smollm2):
-    return write_prompts(tmp_path_factory.mktemp("prompts"), smollm2)
+TOKEN = ADMIN_TOKEN
 
 
 @pytest.fixture(scope="module")
-def server(prompts, tmp_path_factory):
-    token_file = tmp_path_factory.mktemp("admin") / "token"
-    token_file.write_text(TOKEN)
-    with running_server("smollm2-135m", prompts, "--admin-token-file", str(token_file), "--max-wait-ms", "20") as url:
-        yield url
+def prompts(smollm2_prompts):
+    return smollm2_prompts
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_server):
+    return smollm2_server
 
 
 def _offline(prompts, smollm2, name):

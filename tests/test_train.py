@@ -20,6 +20,8 @@ from softprompt.errors import SoftpromptError
 from softprompt.train import TrainConfig, fit
 from softprompt.tuned import TunedPrompt
 
+from .resuming import ONE_THREAD, train_args
+
 
 def _config(tiny_dir, data_dir, output, **overrides) -> TrainConfig:
     values = dict(
@@ -90,34 +92,14 @@ def test_adafactor_keep_best_and_grad_accum(tiny, tiny_dir, data_dir, tmp_path):
     assert records[0]["lr"] == pytest.approx(0.3)
 
 
-def _train_cli(config: TrainConfig, *extra: str) -> list[str]:
-    args = [sys.executable, "-m", "softprompt", "train"]
-    for key in (
-        "model",
-        "train",
-        "template",
-        "label_field",
-        "dev_fraction",
-        "num_virtual_tokens",
-        "init",
-        "epochs",
-        "batch_size",
-        "output",
-        "save_steps",
-        "seed",
-    ):
-        args += [f"--{key.replace('_', '-')}", str(getattr(config, key))]
-    return args + ["--no-progress", *extra]
-
-
-def test_resume_after_sigkill_is_bit_identical(tiny_dir, data_dir, tmp_path):
+@pytest.mark.portable  # --dtype auto: bfloat16 and prepacked where native, float32 on AVX2; bit for bit on either
+def test_resume_after_sigkill_is_bit_identical(tiny_dir, data_dir, tmp_path, uninterrupted_run):
     """Kill a CLI training run mid-way, resume it, and get exactly the uninterrupted run's prompt. Each process
-    runs one thread, as in test_crash.py: under the AVX2 emulation on a loaded machine, two-thread float32
-    runs have parted in low bits (CI of 2026-11-30), which is the kernels' doing, not the resume's."""
-    config = _config(tiny_dir, data_dir, tmp_path / "killed", epochs=30, save_steps=1)
-    straight = _config(tiny_dir, data_dir, tmp_path / "straight", epochs=30, save_steps=1)
-    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_train_cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=one_thread)
+    runs one thread, as in test_crash.py (whose recipe and uninterrupted run, tests/resuming.py, this shares):
+    under the AVX2 emulation on a loaded machine, two-thread float32 runs have parted in low bits (CI of
+    2026-11-30), which is the kernels' doing, not the resume's."""
+    proc = subprocess.Popen(train_args(tiny_dir, data_dir, tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ONE_THREAD)  # fmt: skip
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(checkpoints.glob("step-0000002*")):
@@ -132,11 +114,10 @@ def test_resume_after_sigkill_is_bit_identical(tiny_dir, data_dir, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env=one_thread,
+        env=ONE_THREAD,
     )
     assert resumed.returncode == 0, resumed.stderr
-    subprocess.run(_train_cli(straight), check=True, capture_output=True, timeout=300, env=one_thread)
-    assert torch.equal(_prompt(tmp_path / "killed"), _prompt(tmp_path / "straight"))
+    assert torch.equal(_prompt(tmp_path / "killed"), _prompt(uninterrupted_run))
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # nothing logged twice across the kill
 

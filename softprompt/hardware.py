@@ -24,10 +24,10 @@ DTYPE_CHOICES = ("auto", *DTYPES)
 DEVICE_HELP = "where the model runs: auto (the first CUDA GPU where there is one, else the CPU), cpu, cuda, cuda:N"
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """The device `name` means here. `auto` and a bare `cuda` take the process's own GPU: under torchrun,
-    cuda:LOCAL_RANK, so each rank runs on its GPU. Asking for a GPU this machine lacks is one line, raised before
-    any weights load."""
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """The device `name` (a name or a torch.device) means here. `auto` and a bare `cuda` take the process's own
+    GPU: under torchrun, cuda:LOCAL_RANK, so each rank runs on its GPU. Asking for a GPU this machine lacks is one
+    line, raised before any weights load."""
     if name == "auto":
         return resolve_device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     try:
@@ -35,13 +35,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     except (RuntimeError, TypeError):
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise ParameterError("device", "must be auto, cpu, cuda or cuda:N, got {name!r}", name=name)
+        raise ParameterError("device", "must be auto, cpu, cuda or cuda:N, got {name!r}", name=str(name))
     if device.type == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
         raise ParameterError("device", "{name} asked for, but this machine has no CUDA device (torch {torch}, {build})",
-                             name=name, torch=torch.__version__, build=build)  # fmt: skip
+                             name=str(name), torch=torch.__version__, build=build)  # fmt: skip
     index = device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
     if index >= torch.cuda.device_count():
         raise ParameterError("device", "{name}: this machine has {n} CUDA device(s)", name=f"cuda:{index}",
@@ -70,7 +70,7 @@ def auto_dtype_reason(serving: bool = False, device: torch.device | str = "auto"
     CPU, bfloat16 where it runs it natively, else float32. A server's small batches (`serving`) take bfloat16 on
     a CPU only with AMX: with AVX-512 BF16 alone, float32 served about 1.5x the requests per second
     (docs/benchmarks.md), while training is faster in bfloat16 there."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         if torch.cuda.is_bf16_supported(including_emulation=False):

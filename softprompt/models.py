@@ -129,7 +129,7 @@ def load_base(
     GPU attention runs in SDPA's fused kernels. On a CPU, `prepack` lays the frozen linear weights of a bfloat16
     model out for oneDNN once (prepacked.py); `prepack=False` gives transformers' model as it loads (the PEFT
     side of the benches)."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device)
     dtype = resolve_dtype(dtype, device=device)
     path = resolve(ref)
     try:

@@ -120,7 +120,7 @@ class TunedPrompt:
         """Move the base and the prompt to `device` (in place: prompts sharing this base move with it); kept
         keys/values are recomputed there on next use. A base prepacked for the CPU's oneDNN cannot move: load
         it on the device instead (`load_base(..., device=)`)."""
-        device = resolve_device(device) if isinstance(device, str) else device
+        device = resolve_device(device)
         if any(isinstance(module, PrepackedLinear) for module in self.lm.base.modules()) and device.type != "cpu":
             raise SoftpromptError(f"this base's weights are prepacked for the CPU; load it with device={str(device)!r}")
         self.lm.to(device)

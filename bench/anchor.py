@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from softprompt.models import load_base
+from softprompt.models.base import load_base
 
 
 def peft_base(ref: str = "smollm2-135m", dtype: str = "float32"):

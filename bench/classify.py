@@ -29,13 +29,13 @@ os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
 
 from anchor import peft_base  # noqa: E402
 
-from softprompt.batching import chunks, pad_left  # noqa: E402
-from softprompt.evaluate import classification_metrics, label_scores  # noqa: E402
-from softprompt.hardware import describe, resolve_dtype  # noqa: E402
-from softprompt.models import load_base  # noqa: E402
-from softprompt.prompted import ScoringMode  # noqa: E402
-from softprompt.tasks import load_named  # noqa: E402
-from softprompt.tuned import TunedPrompt  # noqa: E402
+from softprompt.data.batching import chunks, pad_left  # noqa: E402
+from softprompt.data.tasks import load_named  # noqa: E402
+from softprompt.engine.prompted import ScoringMode  # noqa: E402
+from softprompt.models.base import load_base  # noqa: E402
+from softprompt.prompts.evaluate import classification_metrics, label_scores  # noqa: E402
+from softprompt.prompts.tuned import TunedPrompt  # noqa: E402
+from softprompt.utils.hardware import describe, resolve_dtype  # noqa: E402
 
 
 def main() -> None:

@@ -33,12 +33,12 @@ os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
 from anchor import peft_base  # noqa: E402
 from fixed_padding import fixed_padding  # noqa: E402
 
-from softprompt.batching import Encoder, chunks, pad_left, target_batch  # noqa: E402
-from softprompt.evaluate import classification_metrics  # noqa: E402
-from softprompt.hardware import describe, resolve_dtype  # noqa: E402
-from softprompt.models import load_base  # noqa: E402
-from softprompt.tasks import load_named, split_dev  # noqa: E402
-from softprompt.train import TrainConfig, fit  # noqa: E402
+from softprompt.data.batching import Encoder, chunks, pad_left, target_batch  # noqa: E402
+from softprompt.data.tasks import load_named, split_dev  # noqa: E402
+from softprompt.models.base import load_base  # noqa: E402
+from softprompt.prompts.evaluate import classification_metrics  # noqa: E402
+from softprompt.training.train import TrainConfig, fit  # noqa: E402
+from softprompt.utils.hardware import describe, resolve_dtype  # noqa: E402
 
 RECIPE_FILE = ROOT / "configs" / "seed_recipe.toml"
 RECIPE = TrainConfig.from_dict(tomllib.loads(RECIPE_FILE.read_text()), str(RECIPE_FILE))

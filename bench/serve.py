@@ -31,11 +31,11 @@ DATA = Path(os.environ.get("SOFTPROMPT_DATA") or ROOT.parent / "shared" / "data"
 
 from anchor import peft_base  # noqa: E402
 
-from softprompt.hardware import describe, resolve_dtype  # noqa: E402
-from softprompt.models import load_base  # noqa: E402
-from softprompt.prompt import init_prompt  # noqa: E402
-from softprompt.tasks import Task, read_rows  # noqa: E402
-from softprompt.tuned import TunedPrompt  # noqa: E402
+from softprompt.data.tasks import Task, read_rows  # noqa: E402
+from softprompt.models.base import load_base  # noqa: E402
+from softprompt.models.prompt import init_prompt  # noqa: E402
+from softprompt.prompts.tuned import TunedPrompt  # noqa: E402
+from softprompt.utils.hardware import describe, resolve_dtype  # noqa: E402
 from tests.serving import call, running_server  # noqa: E402
 
 TASKS = {  # name: (task, file, virtual tokens)
@@ -94,7 +94,7 @@ def peft_sequential(model_ref: str, prompts: Path, jobs: list[tuple[str, dict]])
     """PEFT's way: one PeftModel with the four adapters, set_adapter per request, labels scored by forward."""
     from peft import PeftModel
 
-    from softprompt.batching import target_batch
+    from softprompt.data.batching import target_batch
 
     model, tokenizer = peft_base(model_ref)
     names = list(TASKS)

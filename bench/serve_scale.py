@@ -33,11 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from softprompt.hardware import describe  # noqa: E402
-from softprompt.models import load_base  # noqa: E402
-from softprompt.prompt import init_prompt  # noqa: E402
-from softprompt.tasks import Task  # noqa: E402
-from softprompt.tuned import TunedPrompt  # noqa: E402
+from softprompt.data.tasks import Task  # noqa: E402
+from softprompt.models.base import load_base  # noqa: E402
+from softprompt.models.prompt import init_prompt  # noqa: E402
+from softprompt.prompts.tuned import TunedPrompt  # noqa: E402
+from softprompt.utils.hardware import describe  # noqa: E402
 from tests.serving import TEXTS, call, free_port, running_server  # noqa: E402
 
 MODEL = "smollm2-135m"

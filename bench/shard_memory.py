@@ -36,8 +36,8 @@ def rss_mb() -> float:
 def worker(model: str, output: str, shard: bool, steps: int) -> None:
     """One torchrun process: train, then print this process's figures as a JSON line."""
     from softprompt import fit
-    from softprompt.distributed import held_weights
-    from softprompt.train import TrainConfig
+    from softprompt.training.distributed import held_weights
+    from softprompt.training.train import TrainConfig
 
     config = TrainConfig(model=model, task="raft/twitter_complaints", num_virtual_tokens=20, max_steps=steps,
                          batch_size=8, dtype="float32", output=output, progress=False, shard_base=shard,
@@ -54,7 +54,7 @@ def make_model(folder: Path, hidden: int, layers: int) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from softprompt.models import load_base
+    from softprompt.models.base import load_base
 
     _, tokenizer = load_base("smollm2-135m", "float32")
     torch.manual_seed(0)
@@ -77,7 +77,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], args.worker[1], args.worker[2] == "1", args.steps)
         return
-    from softprompt.hardware import describe
+    from softprompt.utils.hardware import describe
 
     print(json.dumps({"bench": "shard_memory", "dtype": "float32", **describe(), "hidden": args.hidden,
                       "layers": args.layers, "processes": args.processes}), flush=True)  # fmt: skip

@@ -43,12 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
 
-from softprompt.models import load_base  # noqa: E402
-from softprompt.prompt import init_prompt  # noqa: E402
+from softprompt.data.tasks import load_named  # noqa: E402
+from softprompt.models.base import load_base  # noqa: E402
+from softprompt.models.prompt import init_prompt  # noqa: E402
+from softprompt.prompts.tuned import TunedPrompt  # noqa: E402
 from softprompt.serve.batcher import IDLE_RELEASE_S  # noqa: E402
 from softprompt.serve.store import prompt_version  # noqa: E402
-from softprompt.tasks import load_named  # noqa: E402
-from softprompt.tuned import TunedPrompt  # noqa: E402
 from tests.serving import call, running_server, zip_folder  # noqa: E402
 
 KEY = "soak-api-key-" + "k" * 16
@@ -355,7 +355,7 @@ def report(args, ledger: Ledger, phase: dict, final: dict[str, str]) -> dict:
 
 
 def _auto_dtype() -> str:
-    from softprompt.hardware import auto_dtype_reason
+    from softprompt.utils.hardware import auto_dtype_reason
 
     return auto_dtype_reason(serving=True)[0]  # what the server it soaks picks
 

@@ -30,8 +30,8 @@ def batches(tokenizer, args) -> list[tuple[torch.Tensor, torch.Tensor, torch.Ten
     """(ids, mask, labels with -100 off the label, label lengths), every batch exactly [batch, length]."""
     from fixed_padding import fixed_padding
 
-    from softprompt.batching import Encoder
-    from softprompt.tasks import load_named
+    from softprompt.data.batching import Encoder
+    from softprompt.data.tasks import load_named
 
     task, rows, _ = load_named("raft/twitter_complaints", "train")
     encoder = Encoder(task, tokenizer, args.length)
@@ -45,10 +45,10 @@ def batches(tokenizer, args) -> list[tuple[torch.Tensor, torch.Tensor, torch.Ten
 def run_side(args) -> dict:
     from anchor import peft_base
 
-    from softprompt.causal import PromptedCausalLM
-    from softprompt.hardware import describe
-    from softprompt.models import load_base
-    from softprompt.prompt import init_prompt
+    from softprompt.engine.causal import PromptedCausalLM
+    from softprompt.models.base import load_base
+    from softprompt.models.prompt import init_prompt
+    from softprompt.utils.hardware import describe
 
     model, tokenizer = (load_base if args.side == "ours" else peft_base)(args.model, args.dtype)
     args.dtype = str(model.dtype).removeprefix("torch.")

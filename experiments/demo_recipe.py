@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
 
-from softprompt.hardware import describe  # noqa: E402
-from softprompt.models import load_base  # noqa: E402
-from softprompt.results_table import read_csv, write_csv  # noqa: E402
-from softprompt.train import TrainConfig, fit  # noqa: E402
+from softprompt.models.base import load_base  # noqa: E402
+from softprompt.toolbox.results_table import read_csv, write_csv  # noqa: E402
+from softprompt.training.train import TrainConfig, fit  # noqa: E402
+from softprompt.utils.hardware import describe  # noqa: E402
 
 COLUMNS = ("num_virtual_tokens", "init", "optimizer", "lr", "max_steps", "verbalizer", "seed", "best_step", "dev_loss",
            "dev_accuracy", "dev_macro_f1")  # fmt: skip

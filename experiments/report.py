@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from softprompt.sweep import read_sweep  # noqa: E402
+from softprompt.toolbox.sweep import read_sweep  # noqa: E402
 
 DOCS = ROOT / "docs" / "experiments"
 

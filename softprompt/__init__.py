@@ -1,14 +1,14 @@
 """softprompt: prompt tuning (Lester et al. 2021) for frozen Hugging Face language models."""
 
-from .causal import PromptedCausalLM
-from .errors import SoftpromptError
-from .models import load_base
-from .prompt import SoftPrompt, init_prompt
-from .prompted import PromptedModel, ScoringMode
-from .seq2seq import PromptedSeq2SeqLM
-from .tasks import Task, read_rows
-from .train import TrainConfig, fit
-from .tuned import TunedPrompt
+from .data.tasks import Task, read_rows
+from .engine.causal import PromptedCausalLM
+from .engine.prompted import PromptedModel, ScoringMode
+from .engine.seq2seq import PromptedSeq2SeqLM
+from .models.base import load_base
+from .models.prompt import SoftPrompt, init_prompt
+from .prompts.tuned import TunedPrompt
+from .training.train import TrainConfig, fit
+from .utils.errors import SoftpromptError
 
 __all__ = [
     "PromptedCausalLM",

@@ -24,7 +24,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2():
     """The real embedded default model, loaded once per test session (frozen, float32)."""
-    from softprompt.models import load_base
+    from softprompt.models.base import load_base
 
     return load_base("smollm2-135m", "float32")
 
@@ -60,7 +60,7 @@ def tiny_dir(tmp_path_factory, smollm2) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dir):
-    from softprompt.models import load_base
+    from softprompt.models.base import load_base
 
     return load_base(str(tiny_dir), "float32")
 
@@ -80,7 +80,7 @@ def t5_dir(tmp_path_factory, smollm2) -> Path:
 
 @pytest.fixture(scope="session")
 def t5(t5_dir):
-    from softprompt.models import load_base
+    from softprompt.models.base import load_base
 
     return load_base(str(t5_dir), "float32")
 

@@ -15,9 +15,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from softprompt.prompt import init_prompt
-from softprompt.tasks import Task
-from softprompt.tuned import TunedPrompt
+from softprompt.data.tasks import Task
+from softprompt.models.prompt import init_prompt
+from softprompt.prompts.tuned import TunedPrompt
 
 TASKS = {
     "tweets": (Task("Tweet text : {text} Label : ", "label", ["complaint", "no complaint"]), 8),

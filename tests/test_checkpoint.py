@@ -7,13 +7,13 @@ import torch
 from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 from safetensors import SafetensorError
 
-from softprompt import checkpoint
-from softprompt.causal import PromptedCausalLM
-from softprompt.errors import SoftpromptError
-from softprompt.prompt import SoftPrompt, init_prompt
-from softprompt.prompted import ScoringMode
-from softprompt.tasks import Task
-from softprompt.tuned import TunedPrompt
+from softprompt.data.tasks import Task
+from softprompt.engine.causal import PromptedCausalLM
+from softprompt.engine.prompted import ScoringMode
+from softprompt.models.prompt import SoftPrompt, init_prompt
+from softprompt.prompts import checkpoint
+from softprompt.prompts.tuned import TunedPrompt
+from softprompt.utils.errors import SoftpromptError
 
 TASK = Task("Tweet text : {text} Label : ", "label", ["complaint", "no complaint"], name="tweets")
 
@@ -151,7 +151,7 @@ def _symlink_out(folder):
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_prompt_folders_are_refused_with_one_line(tmp_path, case):
-    from softprompt.errors import SoftpromptError
+    from softprompt.utils.errors import SoftpromptError
 
     folder = tmp_path / "prompt"
     checkpoint.save_prompt(folder, torch.zeros(4, 8), {"num_virtual_tokens": 4, "peft_type": "PROMPT_TUNING"},
@@ -172,8 +172,8 @@ def test_extra_tensors_and_half_precision_are_accepted(tmp_path):
 
 
 def test_a_prompt_for_another_base_model_warns_offline_and_is_refused_by_the_server(tiny, tmp_path):
-    from softprompt.errors import SoftpromptError
     from softprompt.serve.store import PromptStore
+    from softprompt.utils.errors import SoftpromptError
 
     model, tokenizer = tiny
     prompt = init_prompt(4, model.get_input_embeddings(), tokenizer, "random-uniform")

@@ -11,9 +11,9 @@ import warnings
 import pytest
 
 from softprompt.cli import build_parser, main
-from softprompt.errors import ParameterError
-from softprompt.predictions import write_predictions
-from softprompt.train_config import TrainConfig
+from softprompt.prompts.predictions import write_predictions
+from softprompt.training.train_config import TrainConfig
+from softprompt.utils.errors import ParameterError
 
 PREDICTIONS = [
     {"label": "complaint", "scores": {"complaint": -0.25, "no complaint": -1.5}},

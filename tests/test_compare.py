@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from softprompt import compare
-from softprompt.compare import COLUMNS, METHODS, parameter_count, run_compare
-from softprompt.models import load_base
-from softprompt.results_table import read_csv
-from softprompt.tasks import load_named
-from softprompt.train import TrainConfig
+from softprompt.data.tasks import load_named
+from softprompt.models.base import load_base
+from softprompt.toolbox import compare
+from softprompt.toolbox.compare import COLUMNS, METHODS, parameter_count, run_compare
+from softprompt.toolbox.results_table import read_csv
+from softprompt.training.train import TrainConfig
 
 
 def test_compare_three_methods_on_the_default_model(data_dir, tmp_path, monkeypatch):

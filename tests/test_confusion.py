@@ -10,10 +10,10 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
-from softprompt.evaluate import classification_metrics, confusion_matrix, label_metrics
-from softprompt.prompt import init_prompt
-from softprompt.tasks import load_named
-from softprompt.tuned import TunedPrompt
+from softprompt.data.tasks import load_named
+from softprompt.models.prompt import init_prompt
+from softprompt.prompts.evaluate import classification_metrics, confusion_matrix, label_metrics
+from softprompt.prompts.tuned import TunedPrompt
 
 
 @given(st.integers(2, 5).flatmap(lambda n: st.tuples(st.just(n), st.lists(st.tuples(st.integers(0, n - 1),

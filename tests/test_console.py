@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-from softprompt.prompt import init_prompt
+from softprompt.models.prompt import init_prompt
+from softprompt.prompts.tuned import TunedPrompt
 from softprompt.serve.app import CONSOLE
-from softprompt.tuned import TunedPrompt
 
 from .serving import TASKS, call, running_server, zip_folder
 

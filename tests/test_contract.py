@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from softprompt.batching import pad_left
-from softprompt.ensemble import member_scores
-from softprompt.prompt import init_prompt
-from softprompt.prompted import ScoringMode
-from softprompt.tasks import Task
-from softprompt.tuned import TunedPrompt
+from softprompt.data.batching import pad_left
+from softprompt.data.tasks import Task
+from softprompt.engine.prompted import ScoringMode
+from softprompt.models.prompt import init_prompt
+from softprompt.prompts.tuned import TunedPrompt
+from softprompt.toolbox.ensemble import member_scores
 
 TASK = Task("Tweet text : {text} Label : ", "label", ["complaint", "no complaint"])
 TEXTS = ["@united lost my bag again", "what a lovely flight", "delayed three hours, nobody tells us anything", "ok"]

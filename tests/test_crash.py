@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from softprompt import checkpoint
+from softprompt.prompts import checkpoint
 
 from .resuming import ONE_THREAD, train_args
 

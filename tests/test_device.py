@@ -21,12 +21,12 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 
 import softprompt
-from softprompt.batching import pad_left
-from softprompt.prompt import INITS, init_prompt
-from softprompt.prompted import ScoringMode
-from softprompt.tasks import Task
-from softprompt.train import TrainConfig, fit
-from softprompt.tuned import TunedPrompt
+from softprompt.data.batching import pad_left
+from softprompt.data.tasks import Task
+from softprompt.engine.prompted import ScoringMode
+from softprompt.models.prompt import INITS, init_prompt
+from softprompt.prompts.tuned import TunedPrompt
+from softprompt.training.train import TrainConfig, fit
 
 PACKAGE = str(Path(softprompt.__file__).parent)
 FACTORIES = _device_constructors()
@@ -79,7 +79,7 @@ def test_training_makes_every_tensor_on_the_models_device(tiny, tmp_path, data_d
 
 
 def test_checkpoint_resume_design_and_model_tuning(tiny, tiny_dir, tmp_path, data_dir):
-    from softprompt.prompt_design import run_design
+    from softprompt.toolbox.prompt_design import run_design
 
     with NoImplicitDevice():
         fit(_config(tmp_path, data_dir, "run", save_steps=1, max_steps=1), base=tiny)
@@ -120,9 +120,9 @@ def test_scoring_and_decoding_make_every_tensor_on_the_models_device(request, mo
 
 
 def test_server_batches_ensembles_and_inspect(tiny):
-    from softprompt.ensemble import evaluate_ensemble
-    from softprompt.inspect import nearest_tokens
     from softprompt.serve.batcher import Job, _classify, _complete
+    from softprompt.toolbox.ensemble import evaluate_ensemble
+    from softprompt.toolbox.inspect import nearest_tokens
 
     prompts = _prompts(tiny)
     rows = [prompts[0].encoder.input_ids(row) for row in ROWS]

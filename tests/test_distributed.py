@@ -28,7 +28,7 @@ TWO = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "
 # Each process steps on its own half-batch gradient; the loss sums are still added up.
 BROKEN_REDUCTION = """import sys
 import torch
-from softprompt import distributed
+from softprompt.training import distributed
 reduce = distributed.DataParallel.sum
 distributed.DataParallel.sum = lambda self, t: t if t.dtype == torch.float32 else reduce(self, t)
 from softprompt.cli import main
@@ -92,8 +92,8 @@ def test_a_sharded_base_trains_the_same_prompt(one_process, tiny_dir, data_dir, 
 
 
 def test_shard_base_is_for_a_frozen_base():
-    from softprompt.errors import ParameterError
-    from softprompt.train_config import TrainConfig
+    from softprompt.training.train_config import TrainConfig
+    from softprompt.utils.errors import ParameterError
 
     with pytest.raises(ParameterError, match="model-tuning trains every weight"):
         TrainConfig(task="raft/twitter_complaints", method="model-tuning", shard_base=True).validate()

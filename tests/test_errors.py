@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from softprompt.checkpoint import WEIGHTS, save_prompt
-from softprompt.tasks import Task
+from softprompt.data.tasks import Task
+from softprompt.prompts.checkpoint import WEIGHTS, save_prompt
 
 RAFT = "raft_twitter_complaints/train.csv"
 RAFT_TASK = Task("Tweet text : {Tweet text} Label : ", "Label", ["complaint", "no complaint"])

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from softprompt import models
-from softprompt.compare import parameter_count
-from softprompt.errors import SoftpromptError
-from softprompt.gguf_parts import SplitGGUF
+from softprompt.models import base as models
+from softprompt.models.gguf_parts import SplitGGUF
+from softprompt.toolbox.compare import parameter_count
+from softprompt.utils.errors import SoftpromptError
 
 PARTS = [b"GGUF" + bytes(range(256)) * 40, bytes(reversed(range(256))) * 33, b"tail" * 1000]
 

@@ -15,15 +15,16 @@ import os
 import pytest
 import torch
 
-from softprompt import synthetic, train
-from softprompt.batching import pad_left
-from softprompt.models import load_base
-from softprompt.prompt import SoftPrompt, init_prompt
-from softprompt.prompted import ScoringMode
+from softprompt.data.batching import pad_left
+from softprompt.data.tasks import Task
+from softprompt.engine.prompted import ScoringMode
+from softprompt.models import synthetic
+from softprompt.models.base import load_base
+from softprompt.models.prompt import SoftPrompt, init_prompt
+from softprompt.prompts.tuned import TunedPrompt
 from softprompt.serve.batcher import Batcher, Job
-from softprompt.tasks import Task
-from softprompt.train_config import TrainConfig
-from softprompt.tuned import TunedPrompt
+from softprompt.training import train
+from softprompt.training.train_config import TrainConfig
 
 DEVICE = os.environ.get("SOFTPROMPT_TEST_DEVICE", "cuda")
 CUDA = DEVICE.startswith("cuda")

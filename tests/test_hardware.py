@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from softprompt import hardware
-from softprompt.errors import SoftpromptError
+from softprompt.utils import hardware
+from softprompt.utils.errors import SoftpromptError
 
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 pytestmark = pytest.mark.portable  # what auto picks is the CPU's (and the caps') doing
@@ -26,14 +26,14 @@ def _cpu_flags() -> set[str]:
 
 
 def test_auto_picks_float32_on_an_avx2_cpu():
-    code = "from softprompt import hardware; hardware.announce_dtype(); print(hardware.resolve_dtype('auto'))"
+    code = "from softprompt.utils import hardware; hardware.announce_dtype(); print(hardware.resolve_dtype('auto'))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **AVX2}
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "float32"
     assert "dtype auto -> float32 (CPU AVX2 without native bfloat16 instructions)" in done.stderr
-    code = "from softprompt import hardware; hardware.announce_dtype('float32')"
+    code = "from softprompt.utils import hardware; hardware.announce_dtype('float32')"
     given = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                            env={**os.environ, **AVX2})  # fmt: skip
     assert given.stderr.strip() == "softprompt: dtype float32 (on CPU AVX2)"

@@ -5,10 +5,10 @@ import pytest
 import torch
 from transformers import BloomConfig, BloomForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from softprompt.batching import pad_left
-from softprompt.causal import PromptedCausalLM
-from softprompt.prompt import init_prompt
-from softprompt.prompted import ScoringMode
+from softprompt.data.batching import pad_left
+from softprompt.engine.causal import PromptedCausalLM
+from softprompt.engine.prompted import ScoringMode
+from softprompt.models.prompt import init_prompt
 
 TEXTS = [
     "@united my flight was delayed three hours and nobody told us anything",

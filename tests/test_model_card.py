@@ -11,9 +11,9 @@ import sys
 import yaml
 from peft import PeftModel
 
-from softprompt.model_card import CARD
-from softprompt.prompt_design import run_design
-from softprompt.train import TrainConfig, fit
+from softprompt.prompts.model_card import CARD
+from softprompt.toolbox.prompt_design import run_design
+from softprompt.training.train import TrainConfig, fit
 
 
 def _front_matter(card: str) -> dict:

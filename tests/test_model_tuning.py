@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from softprompt import checkpoint
-from softprompt.models import load_base
-from softprompt.tasks import load_named
-from softprompt.train import TrainConfig, fit
-from softprompt.tuned import TunedPrompt
+from softprompt.data.tasks import load_named
+from softprompt.models.base import load_base
+from softprompt.prompts import checkpoint
+from softprompt.prompts.tuned import TunedPrompt
+from softprompt.training.train import TrainConfig, fit
 
 
 def _config(tiny_dir, data_dir, output, **overrides) -> TrainConfig:
@@ -97,8 +97,8 @@ def test_real_model_tuning_moves_the_default_model(data_dir, tmp_path):
 
 def test_model_tuning_that_cannot_fit_fails_before_training(tiny_dir, data_dir, tmp_path, monkeypatch):
     """Gradients and AdamW's moments need three more float32 copies of the weights: asked for up front."""
-    from softprompt import methods
-    from softprompt.errors import ParameterError
+    from softprompt.training import methods
+    from softprompt.utils.errors import ParameterError
 
     monkeypatch.setattr(methods, "available_bytes", lambda: 1000)
     with pytest.raises(ParameterError, match=r"^method: model-tuning .* needs about .* GB more") as err:
@@ -109,7 +109,7 @@ def test_model_tuning_that_cannot_fit_fails_before_training(tiny_dir, data_dir, 
 
 def test_a_model_folder_holding_only_a_pickle_is_refused_unread(tiny_dir, tmp_path, monkeypatch):
     """Weights are read from safetensors only: a model folder whose weights are a pickle gets one line."""
-    from softprompt.errors import ParameterError
+    from softprompt.utils.errors import ParameterError
 
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_dir, folder)

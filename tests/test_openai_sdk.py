@@ -8,8 +8,8 @@ import openai
 import pytest
 import torch
 
+from softprompt.prompts.tuned import TunedPrompt
 from softprompt.serve.openai_api import ChoiceText
-from softprompt.tuned import TunedPrompt
 
 from .serving import TASKS
 

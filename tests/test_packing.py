@@ -5,13 +5,13 @@ from functools import partial
 import pytest
 import torch
 
-from softprompt.batching import Encoder
-from softprompt.causal import PromptedCausalLM
-from softprompt.models import load_base
-from softprompt.packing import build_packs, packable
-from softprompt.prompt import init_prompt
-from softprompt.prompted import ScoringMode
-from softprompt.tasks import Task
+from softprompt.data.batching import Encoder
+from softprompt.data.tasks import Task
+from softprompt.engine.causal import PromptedCausalLM
+from softprompt.engine.packing import build_packs, packable
+from softprompt.engine.prompted import ScoringMode
+from softprompt.models.base import load_base
+from softprompt.models.prompt import init_prompt
 
 TEXTS = [
     "@united lost my bag again and nobody answers the phone",

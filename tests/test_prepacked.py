@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from softprompt.causal import PromptedCausalLM
-from softprompt.hardware import cpu_capability
-from softprompt.models import load_base
-from softprompt.prepacked import PrepackedLinear, prepack_linears, worth_prepacking
-from softprompt.prompt import init_prompt
+from softprompt.engine.causal import PromptedCausalLM
+from softprompt.models.base import load_base
+from softprompt.models.prepacked import PrepackedLinear, prepack_linears, worth_prepacking
+from softprompt.models.prompt import init_prompt
+from softprompt.utils.hardware import cpu_capability
 
 pytestmark = pytest.mark.portable  # whether and how weights are laid out is oneDNN's bfloat16 support here
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from softprompt.errors import SoftpromptError
-from softprompt.prompt import COMMON_VOCAB, init_prompt, ordinary_token_ids
+from softprompt.models.prompt import COMMON_VOCAB, init_prompt, ordinary_token_ids
+from softprompt.utils.errors import SoftpromptError
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,16 @@ import sys
 import pytest
 import torch
 
-from softprompt.batching import Encoder
-from softprompt.demonstrations import demonstration_ids, demonstrations, draw_examples
-from softprompt.errors import SoftpromptError
-from softprompt.evaluate import label_scores
-from softprompt.methods import make_tuned
-from softprompt.prompt import SoftPrompt
-from softprompt.prompt_design import run_design
-from softprompt.tasks import load_named
-from softprompt.train_config import TrainConfig
-from softprompt.tuned import TunedPrompt
+from softprompt.data.batching import Encoder
+from softprompt.data.tasks import load_named
+from softprompt.models.prompt import SoftPrompt
+from softprompt.prompts.demonstrations import demonstration_ids, demonstrations, draw_examples
+from softprompt.prompts.evaluate import label_scores
+from softprompt.prompts.tuned import TunedPrompt
+from softprompt.toolbox.prompt_design import run_design
+from softprompt.training.methods import make_tuned
+from softprompt.training.train_config import TrainConfig
+from softprompt.utils.errors import SoftpromptError
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_eval_reports_the_majority_class_beside_the_scores(tiny, tweets):
 def test_eval_sets_prompts_side_by_side_with_the_majority_class(smollm2, data_dir, tmp_path):
     """`softprompt eval A B` (the demo's last line): a JSON line per prompt, each what that prompt alone scores,
     and a table on stderr with both and the majority class; one base model loaded for both."""
-    from softprompt.train import fit
+    from softprompt.training.train import fit
 
     config = TrainConfig(model="smollm2-135m", task="raft/twitter_complaints", data_dir=str(data_dir),
                          dev_fraction=0.2, max_steps=2, dtype="float32", seed=5, shots=2, progress=False)  # fmt: skip
@@ -164,7 +164,7 @@ def test_eval_sets_prompts_side_by_side_with_the_majority_class(smollm2, data_di
 
 def test_prompt_tuning_from_the_design_starts_as_the_design_and_trains_it(tiny, tiny_dir, data_dir, tmp_path):
     """--init prompt-design: step 0 is prompt design's prompt, made trainable; training moves it, same shape."""
-    from softprompt.train import fit, load_data
+    from softprompt.training.train import fit, load_data
 
     config = TrainConfig(model=str(tiny_dir), task="raft/twitter_complaints", data_dir=str(data_dir),
                          dev_fraction=0.2, seed=3, dtype="float32", shots=2, init="prompt-design", max_steps=2,
@@ -183,7 +183,7 @@ def test_prompt_tuning_from_the_design_starts_as_the_design_and_trains_it(tiny, 
 def test_prompt_tuning_from_the_design_on_the_real_model(smollm2, data_dir, tmp_path):
     """The real default model: the prompt is as long as the 4 examples' tokens, and a few steps lower the loss
     on the training rows below the design's it started from."""
-    from softprompt.train import fit, load_data
+    from softprompt.training.train import fit, load_data
 
     config = TrainConfig(model="smollm2-135m", task="raft/twitter_complaints", data_dir=str(data_dir),
                          dev_fraction=0.2, init="prompt-design", max_steps=3, lr=0.003, dtype="float32", seed=1,

@@ -17,10 +17,10 @@ from .serving import call, free_port, rows_for, write_prompts, zip_folder
 ray = pytest.importorskip("ray", reason="Ray is in the dev extra: pip install -e '.[dev]'")
 from ray import serve  # noqa: E402
 
-from softprompt.client import Client  # noqa: E402
-from softprompt.errors import SoftpromptError  # noqa: E402
 from softprompt.serve import ray_engine  # noqa: E402
+from softprompt.serve.client import Client  # noqa: E402
 from softprompt.serve.relay import Forwarded  # noqa: E402
+from softprompt.utils.errors import SoftpromptError  # noqa: E402
 
 TOKEN = "test-admin-token-ray-0123456789"
 SERVED = ["tweets", "sentiment", "topic", "pairs"]
@@ -112,8 +112,8 @@ def test_mixed_requests_answer_as_the_single_process_server(cluster, single_answ
 
 
 def test_an_upload_reaches_every_replica_before_its_reply(cluster, prompts, smollm2):
+    from softprompt.prompts.tuned import TunedPrompt
     from softprompt.serve.store import prompt_version
-    from softprompt.tuned import TunedPrompt
 
     auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/zip"}
     assert call(cluster + "/v1/tasks/swapped", "PUT", headers=auth, raw=zip_folder(prompts / "topic"))[0] == 200

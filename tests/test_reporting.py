@@ -8,9 +8,9 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from softprompt.errors import ParameterError
-from softprompt.reporting import TENSORBOARD_DIR, TensorBoard
-from softprompt.train import TrainConfig, fit
+from softprompt.training.reporting import TENSORBOARD_DIR, TensorBoard
+from softprompt.training.train import TrainConfig, fit
+from softprompt.utils.errors import ParameterError
 
 
 class Killed(Exception):

@@ -9,11 +9,11 @@ import itertools
 
 import pytest
 
-from softprompt.distributed import DataParallel
-from softprompt.run_folder import RunFolder
-from softprompt.schedule import Plan, Progress
-from softprompt.train import Trainer
-from softprompt.train_config import TrainConfig
+from softprompt.training.distributed import DataParallel
+from softprompt.training.run_folder import RunFolder
+from softprompt.training.schedule import Plan, Progress
+from softprompt.training.train import Trainer
+from softprompt.training.train_config import TrainConfig
 
 # The progress dict the trainer wrote into every checkpoint before Progress existed.
 OLD_PROGRESS = {"config": {"seed": 1}, "step": 7, "epoch": 1, "batch": 2, "best": 0.5, "bad_evals": 1,

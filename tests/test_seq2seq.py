@@ -9,14 +9,14 @@ import torch
 from peft import PeftModel, PromptTuningConfig, TaskType, get_peft_model
 from safetensors.torch import load_file
 
-from softprompt import checkpoint
-from softprompt.batching import pad_left, pad_right
-from softprompt.prompt import init_prompt
-from softprompt.prompted import ScoringMode
-from softprompt.seq2seq import PromptedSeq2SeqLM
-from softprompt.tasks import Task
-from softprompt.train import TrainConfig, fit
-from softprompt.tuned import TunedPrompt
+from softprompt.data.batching import pad_left, pad_right
+from softprompt.data.tasks import Task
+from softprompt.engine.prompted import ScoringMode
+from softprompt.engine.seq2seq import PromptedSeq2SeqLM
+from softprompt.models.prompt import init_prompt
+from softprompt.prompts import checkpoint
+from softprompt.prompts.tuned import TunedPrompt
+from softprompt.training.train import TrainConfig, fit
 
 TASK = Task("Tweet text : {Tweet text} Label : ", "Label", ["complaint", "no complaint"])
 TEXTS = ["@united lost my bag", "thanks for the lovely flight, great crew and a smooth landing", "delayed again"]

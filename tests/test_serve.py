@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from softprompt.tuned import TunedPrompt
+from softprompt.prompts.tuned import TunedPrompt
 
 from .serving import ADMIN_TOKEN, TASKS, TEXTS, call, rows_for, running_server, write_prompts, zip_folder, zipped
 
@@ -272,8 +272,8 @@ def _refused(reply) -> None:
 def test_api_key_guards_every_route_but_admin_ones(tiny_dir, tiny_prompts, secrets, tmp_path):
     """With --api-key-file: no key, a wrong key or another scheme -> 401 on every route, even unknown paths,
     /docs and the schema; the key -> 200. Admin routes take the admin token, not the key."""
-    from softprompt.client import Client
-    from softprompt.errors import SoftpromptError
+    from softprompt.serve.client import Client
+    from softprompt.utils.errors import SoftpromptError
 
     key_file, token_file = secrets
     extra = ("--api-key-file", key_file, "--admin-token-file", token_file)
@@ -329,8 +329,8 @@ def test_open_health_metrics_leaves_only_those_two_open(tiny_dir, tiny_prompts, 
 
 
 def test_bad_secret_files_are_refused_with_one_line(tmp_path, secrets):
-    from softprompt.errors import SoftpromptError
     from softprompt.serve.server import build
+    from softprompt.utils.errors import SoftpromptError
 
     short = tmp_path / "short"
     short.write_text("too-short\n")

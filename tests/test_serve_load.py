@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from softprompt.tuned import TunedPrompt
+from softprompt.prompts.tuned import TunedPrompt
 
 from .serving import TASKS, call, rows_for, running_server, write_prompts
 

@@ -1,5 +1,6 @@
-"""The package's shape, as docs/architecture.md draws it: no import cycle inside softprompt/, no module over
-300 lines and no function over 60, so each module can be read top to bottom on its own."""
+"""The package's shape, as docs/architecture.md draws it: one subpackage per layer, imports that only point down
+the layers, no import cycle inside softprompt/, no module over 300 lines and no function over 60, so each module
+can be read top to bottom on its own."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import softprompt
 PACKAGE = Path(softprompt.__file__).parent
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
+# The layers, bottom up: a module imports from its own layer and the ones before it, never from one after.
+LAYERS = (("utils",), ("data",), ("models",), ("engine",), ("prompts",), ("training",), ("toolbox",), ("cli", "serve"))
 
 
 def _modules() -> dict[str, Path]:
@@ -59,6 +62,25 @@ def test_no_import_cycle_inside_the_package():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+def _layer(name: str) -> int:
+    folder = name.split(".")[1]
+    return next(rank for rank, folders in enumerate(LAYERS) if folder in folders)
+
+
+def test_every_module_sits_in_a_layer_and_imports_only_down():
+    modules = _modules()
+    top = {name for name in modules if name.count(".") == 0 or name == "softprompt.__main__"}
+    assert top == {"softprompt", "softprompt.__main__"}, f"modules outside a layer folder: {sorted(top)}"
+    upward = [
+        f"{name} imports {dep}"
+        for name, path in modules.items()
+        if name not in top
+        for dep in _imports(name, path, set(modules))
+        if dep not in top and _layer(dep) > _layer(name)
+    ]
+    assert not upward, upward
 
 
 def test_modules_and_functions_stay_small():

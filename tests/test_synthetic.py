@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from softprompt import synthetic
-from softprompt.models import load_base
-from softprompt.prompt import init_prompt
-from softprompt.tasks import Task
-from softprompt.tuned import TunedPrompt
+from softprompt.data.tasks import Task
+from softprompt.models import synthetic
+from softprompt.models.base import load_base
+from softprompt.models.prompt import init_prompt
+from softprompt.prompts.tuned import TunedPrompt
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
 TASK = Task("Tweet text : {text} Label : ", "label", ["complaint", "no complaint"])
@@ -124,7 +124,7 @@ def test_the_package_and_the_gpu_bench_import_without_gguf_fastapi_or_uvicorn():
     code = (
         "import importlib.util, sys\n"
         "for name in ('gguf', 'fastapi', 'uvicorn'): sys.modules[name] = None\n"
-        "import softprompt, softprompt.synthetic, softprompt.train, softprompt.serve.batcher\n"
+        "import softprompt, softprompt.models.synthetic, softprompt.training.train, softprompt.serve.batcher\n"
         f"spec = importlib.util.spec_from_file_location('gpu_bench', {str(BENCH)!r})\n"
         "sys.modules['gpu_bench'] = module = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"

@@ -8,9 +8,8 @@ from collections import Counter
 
 import pytest
 
-from softprompt.batching import Encoder, pad_left, target_batch
-from softprompt.errors import SoftpromptError
-from softprompt.tasks import (
+from softprompt.data.batching import Encoder, pad_left, target_batch
+from softprompt.data.tasks import (
     Task,
     labels_found,
     load_named,
@@ -19,6 +18,7 @@ from softprompt.tasks import (
     read_rows,
     split_dev,
 )
+from softprompt.utils.errors import SoftpromptError
 
 RAFT = "raft_twitter_complaints/train.csv"
 RAFT_TEMPLATE = "Tweet text : {Tweet text} Label : "
@@ -343,7 +343,7 @@ def tokenizer():
     """SmolLM2's tokenizer, read from the converted model's folder (a fresh machine converts the GGUF once)."""
     from transformers import AutoTokenizer
 
-    from softprompt.models import resolve
+    from softprompt.models.base import resolve
 
     return AutoTokenizer.from_pretrained(resolve("smollm2-135m"))
 

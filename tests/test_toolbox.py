@@ -8,12 +8,12 @@ import sys
 
 import torch
 
-from softprompt.causal import PromptedCausalLM
-from softprompt.ensemble import combine, member_scores
-from softprompt.inspect import nearest_tokens
-from softprompt.prompt import init_prompt
-from softprompt.tasks import Task, load_named
-from softprompt.tuned import TunedPrompt
+from softprompt.data.tasks import Task, load_named
+from softprompt.engine.causal import PromptedCausalLM
+from softprompt.models.prompt import init_prompt
+from softprompt.prompts.tuned import TunedPrompt
+from softprompt.toolbox.ensemble import combine, member_scores
+from softprompt.toolbox.inspect import nearest_tokens
 
 TWEETS = Task("Tweet text : {Tweet text} Label : ", "Label", ["complaint", "no complaint"])
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from softprompt import checkpoint
-from softprompt.errors import SoftpromptError
-from softprompt.train import TrainConfig, fit
-from softprompt.tuned import TunedPrompt
+from softprompt.prompts import checkpoint
+from softprompt.prompts.tuned import TunedPrompt
+from softprompt.training.train import TrainConfig, fit
+from softprompt.utils.errors import SoftpromptError
 
 from .resuming import ONE_THREAD, train_args
 
@@ -59,7 +59,7 @@ def test_same_seed_same_prompt_other_seed_other_prompt(tiny, tiny_dir, data_dir,
 def test_train_limit_and_max_steps_mid_epoch(tiny, tiny_dir, data_dir, tmp_path):
     """--train-limit keeps a stratified sample; a run that --max-steps ends mid-epoch still logs and saves
     its last step."""
-    from softprompt.train import Trainer
+    from softprompt.training.train import Trainer
 
     config = _config(tiny_dir, data_dir, tmp_path / "sample", train_limit=20, dev_fraction=0.0)
     trainer = Trainer.build(config, base=tiny)
@@ -150,7 +150,7 @@ def test_real_model_learns_twitter_complaints(smollm2, data_dir, tmp_path):
 
 
 def test_second_run_on_the_same_folder_is_refused(tiny, tiny_dir, data_dir, tmp_path):
-    from softprompt.run_folder import RunFolder
+    from softprompt.training.run_folder import RunFolder
 
     config = _config(tiny_dir, data_dir, tmp_path / "run", epochs=1)
     with RunFolder(tmp_path / "run").lock():  # another run holds the folder
@@ -165,7 +165,7 @@ def test_second_run_on_the_same_folder_is_refused(tiny, tiny_dir, data_dir, tmp_
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny, tiny_dir, data_dir, tmp_path):
-    from softprompt.errors import SoftpromptError
+    from softprompt.utils.errors import SoftpromptError
 
     config = _config(tiny_dir, data_dir, tmp_path / "run", epochs=3, lr=float("inf"), weight_decay=0.0, save_steps=1)
     with pytest.raises(SoftpromptError, match="training diverged at step"):
@@ -179,7 +179,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny
 def test_an_occupied_output_is_refused_before_the_data_or_the_model_loads(tiny_dir, data_dir, tmp_path):
     """A folder that holds a run fails at once without resume/overwrite: the model reference here cannot load, and
     in a fresh folder the same config fails on it."""
-    from softprompt.errors import ParameterError
+    from softprompt.utils.errors import ParameterError
 
     config = _config(tiny_dir, data_dir, tmp_path / "run", model=str(tmp_path / "no-such-model"))
     with pytest.raises(ParameterError, match="model: .*no-such-model") as failed:
@@ -232,8 +232,8 @@ def test_a_checkpoint_from_before_the_epoch_closed_resumes_to_the_same_prompt(ti
 
 def test_a_shipped_task_takes_template_and_verbalizer_flags_and_refuses_label_flags(data_dir):
     """--template and --verbalizer reshape a named task (checked as any task); its labels are its own."""
-    from softprompt.errors import ParameterError
-    from softprompt.train import load_data
+    from softprompt.training.train import load_data
+    from softprompt.utils.errors import ParameterError
 
     config = TrainConfig(task="raft/twitter_complaints", data_dir=str(data_dir), template="Tweet : {Tweet text} ? ",
                          verbalizer="complaint=yes,no complaint=no")  # fmt: skip

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from openai import OpenAI
 
-from softprompt.models import cache_dir
+from softprompt.models.base import cache_dir
 
 from .serving import TEXTS, call, free_port, running_server, serving, write_prompts
 

@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 
-from ..errors import ParameterError, SoftpromptError
+from ..utils.errors import ParameterError, SoftpromptError
 from .parser import build_parser, flag
 
 __all__ = ["build_parser", "main"]

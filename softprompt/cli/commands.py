@@ -10,11 +10,11 @@ import tomllib
 from functools import partial
 from pathlib import Path
 
-from ..errors import SoftpromptError
+from ..utils.errors import SoftpromptError
 
 
 def train(args: argparse.Namespace) -> None:
-    from ..train import fit, resume_config
+    from ..training.train import fit, resume_config
 
     if args.resume:
         fit(resume_config(args.resume), resume=True)
@@ -27,7 +27,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def design(args: argparse.Namespace) -> None:
-    from ..prompt_design import run_design
+    from ..toolbox.prompt_design import run_design
 
     config = _train_config(args)
     tuned = run_design(config, overwrite=args.overwrite)
@@ -38,7 +38,7 @@ def design(args: argparse.Namespace) -> None:
 
 def _train_config(args: argparse.Namespace):
     """TrainConfig from --config FILE.toml, overridden by the flags given."""
-    from ..train_config import TrainConfig
+    from ..training.train_config import TrainConfig
 
     values: dict = {}
     if args.config:
@@ -53,7 +53,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def _rows(args: argparse.Namespace) -> tuple[list[dict], str]:
-    from ..tasks import load_named, read_rows
+    from ..data.tasks import load_named, read_rows
 
     if bool(args.data) == bool(args.task):
         raise SoftpromptError("give exactly one of --data FILE or --task NAME")
@@ -66,14 +66,14 @@ def _rows(args: argparse.Namespace) -> tuple[list[dict], str]:
 
 
 def _load(args: argparse.Namespace, folder: str):
-    from ..tuned import TunedPrompt
+    from ..prompts.tuned import TunedPrompt
 
     return TunedPrompt.from_pretrained(folder, dtype=args.dtype, model=args.model, device=args.device)
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from ..model_card import record_evaluation, record_name
-    from ..results_table import format_table
+    from ..prompts.model_card import record_evaluation, record_name
+    from ..toolbox.results_table import format_table
 
     rows, source = _rows(args)
     results = []
@@ -97,7 +97,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def _confusion_png(target: Path, folder: str, confusion: dict, several: bool) -> None:
-    from ..plots import plot_confusion
+    from ..prompts.plots import plot_confusion
 
     if several:
         target = target.with_name(f"{target.stem}-{Path(folder).name}{target.suffix}")
@@ -107,8 +107,8 @@ def _confusion_png(target: Path, folder: str, confusion: dict, several: bool) ->
 
 def _load_each(args: argparse.Namespace):
     """(folder, TunedPrompt) for each of `eval`'s folders, in order; prompts of one base model share it loaded."""
-    from ..checkpoint import read_meta
-    from ..tuned import TunedPrompt
+    from ..prompts.checkpoint import read_meta
+    from ..prompts.tuned import TunedPrompt
 
     bases: dict[str, tuple] = {}
     for folder in args.prompts:
@@ -122,7 +122,7 @@ def _load_each(args: argparse.Namespace):
 
 
 def predict(args: argparse.Namespace) -> None:
-    from ..predictions import write_predictions
+    from ..prompts.predictions import write_predictions
 
     rows, source = _rows(args)
     if args.server:
@@ -139,8 +139,8 @@ def _predict_remote(
     url: str, task: str, rows: list[dict], batch_size: int, api_key_file: str | None = None
 ) -> tuple[list[dict], list[str]]:
     """The same predictions, computed by a `softprompt serve` server (PROMPT is then the task's name)."""
-    from ..client import Client
     from ..serve.auth import read_secret
+    from ..serve.client import Client
 
     client = Client(url, api_key=read_secret("--api-key-file", api_key_file) if api_key_file else None)
     labels = next((t["labels"] for t in client.tasks() if t["name"] == task), None)
@@ -154,8 +154,8 @@ def _predict_remote(
 
 
 def ensemble(args: argparse.Namespace) -> None:
-    from ..ensemble import evaluate_ensemble
-    from ..tuned import TunedPrompt
+    from ..prompts.tuned import TunedPrompt
+    from ..toolbox.ensemble import evaluate_ensemble
 
     first = _load(args, args.prompts[0])
     base = (first.lm.base, first.tokenizer)
@@ -179,7 +179,7 @@ def _numbers(text: str, option: str) -> list[int]:
 
 def _test_rows(args: argparse.Namespace, config) -> list[dict]:
     """The held-out rows of a grid: --test FILE, or --task's --test-split; the first --test-limit of them."""
-    from ..tasks import load_named, read_rows
+    from ..data.tasks import load_named, read_rows
 
     if args.test:
         test_rows = read_rows(args.test)
@@ -191,7 +191,7 @@ def _test_rows(args: argparse.Namespace, config) -> list[dict]:
 
 
 def sweep(args: argparse.Namespace) -> None:
-    from ..sweep import plot_sweep, read_sweep, run_sweep
+    from ..toolbox.sweep import plot_sweep, read_sweep, run_sweep
 
     if args.plot:
         plot_sweep(read_sweep(Path(args.plot)), Path(args.plot).with_suffix(".png"))
@@ -206,8 +206,8 @@ def sweep(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from ..compare import INTEGERS, METHODS, plot_compare, run_compare, summarize
-    from ..results_table import format_table, read_csv
+    from ..toolbox.compare import INTEGERS, METHODS, plot_compare, run_compare, summarize
+    from ..toolbox.results_table import format_table, read_csv
 
     columns = ("model", "parameters", "method", "seeds", "test_accuracy", "test_macro_f1", "f1_range", "dev_macro_f1")
     if args.plot:
@@ -228,8 +228,8 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def transfer(args: argparse.Namespace) -> None:
-    from ..tasks import parse_mapping, read_rows, rename_columns
-    from ..train import fit
+    from ..data.tasks import parse_mapping, read_rows, rename_columns
+    from ..training.train import fit
 
     config = _train_config(args)
     mapping = parse_mapping(args.target_map, "target_map")
@@ -242,8 +242,8 @@ def transfer(args: argparse.Namespace) -> None:
 
 
 def inspect(args: argparse.Namespace) -> None:
-    from ..inspect import as_text, heat_map, nearest_tokens
-    from ..tuned import TunedPrompt
+    from ..prompts.tuned import TunedPrompt
+    from ..toolbox.inspect import as_text, heat_map, nearest_tokens
 
     if args.k < 1:
         raise SoftpromptError("--k must be at least 1")

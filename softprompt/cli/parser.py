@@ -7,8 +7,8 @@ import argparse
 import dataclasses
 import typing
 
-from ..hardware import DEVICE_HELP, DTYPE_CHOICES
-from ..train_config import DTYPE_HELP, TrainConfig
+from ..training.train_config import DTYPE_HELP, TrainConfig
+from ..utils.hardware import DEVICE_HELP, DTYPE_CHOICES
 
 
 def flag(name: str) -> str:

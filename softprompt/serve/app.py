@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import SoftpromptError
+from ..utils.errors import SoftpromptError
 from .auth import bearer_matches
 from .batcher import Batcher, Job
 from .guards import BEARER_CHALLENGE, CONSOLE_PATH, OPEN_PATHS, ApiKey, BodyLimit, error

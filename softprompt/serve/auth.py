@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from ..errors import SoftpromptError
+from ..utils.errors import SoftpromptError
 
 MIN_SECRET_CHARS = 16
 

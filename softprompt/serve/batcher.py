@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..batch_map import BatchMap
-from ..batching import pad_left
-from ..memory import release_free_memory
-from ..tuned import TunedPrompt
+from ..data.batch_map import BatchMap
+from ..data.batching import pad_left
+from ..prompts.tuned import TunedPrompt
+from ..utils.memory import release_free_memory
 
 IDLE_RELEASE_S = 1.0  # seconds without work before freed memory goes back to the system
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ..errors import SoftpromptError
+from ..utils.errors import SoftpromptError
 from .guards import error, error_body
 from .relay import Forwarded, collected, merged_health, merged_metrics, relay
 from .schemas import Limits

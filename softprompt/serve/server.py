@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from ..errors import SoftpromptError
-from ..hardware import announce_dtype, resolve_device, resolve_dtype
-from ..models import load_base
+from ..models.base import load_base
+from ..utils.errors import SoftpromptError
+from ..utils.hardware import announce_dtype, resolve_device, resolve_dtype
 from .app import Limits, create_app
 from .auth import read_secret
 from .batcher import Batcher

@@ -14,8 +14,8 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-from .. import checkpoint
-from ..errors import SoftpromptError
+from ..prompts import checkpoint
+from ..utils.errors import SoftpromptError
 from .store import PromptStore, Served, valid_name
 
 Stamp = tuple[int, int, int, int, int]

@@ -28,9 +28,9 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from .. import checkpoint
-from ..errors import SoftpromptError
-from ..tuned import TunedPrompt
+from ..prompts import checkpoint
+from ..prompts.tuned import TunedPrompt
+from ..utils.errors import SoftpromptError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FOLDER_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.META)

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..errors import SoftpromptError
+from ..utils.errors import SoftpromptError
 from .batcher import Batcher, Generated, Job
 
 TOKEN_ID = "token_id:"  # how vLLM names a token with return_tokens_as_token_ids

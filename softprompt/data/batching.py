@@ -1,0 +1,124 @@
+"""Rows -> token ids -> left-padded batches, padded to the longest row of each batch (never a fixed length)."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..utils.errors import ParameterError, SoftpromptError
+from .tasks import Row, Task
+
+
+@dataclass
+class Encoder:
+    """Tokenises a task's rows. Inputs and label words are tokenised apart and joined as ids (as PEFT's
+    recipe does), so training targets and scored continuations are the very same ids."""
+
+    task: Task
+    tokenizer: object
+    max_length: int = 64
+    input_eos: bool = False  # encoder inputs keep the tokenizer's EOS (T5 was trained so); decoder-only drop it
+
+    def __post_init__(self) -> None:
+        eos = self.tokenizer.eos_token_id
+        self.label_ids = [self._ids(word) + ([eos] if eos is not None else []) for word in self.task.label_words]
+        for word, ids in zip(self.task.label_words, self.label_ids):
+            if len(ids) <= (eos is not None):
+                raise SoftpromptError(f"label word {word!r} has no tokens")
+        tail = self.task.template.rsplit("}", 1)[-1] if self.task.fields else ""
+        self.tail_length = len(self._ids(tail)) if tail else 0
+        self.input_budget = self.max_length - max(len(ids) for ids in self.label_ids)
+        if self.input_budget <= self.tail_length:
+            raise ParameterError("max_length", "{n} leaves no room for the input after the label", n=self.max_length)
+        # The template's text before its first field, tokenised, minus the last token (which may merge with
+        # the text that follows): most rows start with these ids, so their keys/values can be cached.
+        head = next(string.Formatter().parse(self.task.template), ("",))[0]
+        self.head_ids = self.tokenize(head)[:-1] if head else []
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def input_ids(self, row: Row) -> list[int]:
+        """The row's model input: its rendered template, tokenised and cut to fit."""
+        return self.cut(self.tokenize(self.task.render(row)))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids with the tokenizer's own leading special tokens (BOS where the model expects one, as
+        PEFT's recipe tokenises); a trailing EOS only for encoder inputs."""
+        ids = self.tokenizer(text)["input_ids"]
+        if self.input_eos or not ids or ids[-1] != self.tokenizer.eos_token_id:
+            return ids
+        return ids[:-1]
+
+    def cut(self, ids: list[int]) -> list[int]:
+        """Cut in the middle so that the template's tail (e.g. " Label : ") survives and the label fits."""
+        if len(ids) <= self.input_budget:
+            return ids
+        keep_head = self.input_budget - self.tail_length
+        return ids[:keep_head] + (ids[len(ids) - self.tail_length :] if self.tail_length else [])
+
+
+def _pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, left: bool, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded in Python and made on `device` at once: one copy to a GPU, not one per row."""
+    width = max(len(s) for s in sequences)
+    ids, mask = [], []
+    for seq in sequences:
+        pads, real = [pad_id] * (width - len(seq)), list(seq)
+        ids.append(pads + real if left else real + pads)
+        mask.append([0] * len(pads) + [1] * len(real) if left else [1] * len(real) + [0] * len(pads))
+    return torch.tensor(ids, dtype=torch.long, device=device), torch.tensor(mask, dtype=torch.long, device=device)
+
+
+def pad_left(
+    sequences: Sequence[Sequence[int]], pad_id: int, *, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad to the longest sequence: (ids, attention mask) on `device`. Inputs are left-padded so every row
+    ends at the last column, where generation and the first label token continue."""
+    return _pad(sequences, pad_id, True, device)
+
+
+def pad_right(
+    sequences: Sequence[Sequence[int]], pad_id: int = 0, *, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (label continuations, which all start right after their input)."""
+    return _pad(sequences, pad_id, False, device)
+
+
+@dataclass
+class TargetBatch:
+    """Inputs followed by target ids; the loss and scores are read at the last `target_lengths` tokens."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    target_lengths: torch.Tensor
+
+
+def target_batch(
+    inputs: Sequence[list[int]], targets: Sequence[list[int]], pad_id: int, *, device: torch.device | str
+) -> TargetBatch:
+    ids, mask = pad_left([i + t for i, t in zip(inputs, targets)], pad_id, device=device)
+    return TargetBatch(ids, mask, torch.tensor([len(t) for t in targets], device=device))
+
+
+def in_length_order(
+    sequences: Sequence[list[int]], batch_size: int, pad_id: int, run: Callable, *, device: torch.device | str
+) -> list:
+    """`run(indices, ids, mask)` over left-padded batches (on `device`) of sequences of similar length (little
+    padding), with its per-sequence results put back in the sequences' order."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    results: list = [None] * len(sequences)
+    for chunk in chunks(order, batch_size):
+        ids, mask = pad_left([sequences[i] for i in chunk], pad_id, device=device)
+        for index, value in zip(chunk, run(chunk, ids, mask)):
+            results[index] = value
+    return results
+
+
+def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

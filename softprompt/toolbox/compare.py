@@ -1,0 +1,148 @@
+"""The paper's Figure 1 for one task: prompt tuning against model tuning and prompt design, over model sizes.
+
+`run_compare` trains or builds one run per (model, method, seed) in OUTPUT/runs/, scores each on the dev rows
+and on held-out rows, and appends a row to OUTPUT/compare.csv as each run ends: so a stopped comparison goes
+on where it stopped (done rows are skipped; a run cut short resumes from its checkpoint). `plot_compare`
+draws score against parameters (log x axis), one line per method, mean and range over the seeds, with the
+majority class beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..data.tasks import Row
+from ..models.base import EMBEDDED, load_base
+from ..models.prepacked import prepacked_parameters
+from ..prompts.checkpoint import latest_checkpoint
+from ..prompts.tuned import TunedPrompt
+from ..training.run_folder import RunFolder
+from ..training.train import TrainConfig, fit, load_data
+from ..utils.errors import ParameterError
+from .prompt_design import run_design
+from .results_table import mean_and_range, read_csv, write_csv
+
+METHODS = ("prompt-tuning", "model-tuning", "prompt-design")
+COLUMNS = ("model", "parameters", "method", "seed", "dev_accuracy", "dev_macro_f1", "test_n", "test_accuracy",
+           "test_macro_f1", "majority_accuracy", "majority_macro_f1", "seconds", "base_dtype")  # fmt: skip
+INTEGERS = ("parameters", "seed", "test_n")
+
+
+def parameter_count(model, ref: str) -> int:
+    """Parameters as the model has them: every distinct tensor (prepacked linear weights, held outside
+    `parameters()`, included), less an output layer that only copies the input embeddings (the Qwen GGUFs
+    store a requantised copy of the vocabulary matrix the original shares)."""
+    total = sum(param.numel() for param in model.parameters()) + prepacked_parameters(model)
+    copied = ref in EMBEDDED and EMBEDDED[ref].copied_output
+    return total - model.get_output_embeddings().weight.numel() if copied else total
+
+
+def _run(config: TrainConfig, method: str, shared) -> tuple[TunedPrompt, float]:
+    """One run of `method`; a prompt-tuning or prompt-design run shares `shared`, the base it never changes."""
+    start = time.perf_counter()
+    if method == "prompt-design":
+        return run_design(config, base=shared, overwrite=True), time.perf_counter() - start
+    config = dataclasses.replace(config, method=method)
+    resume = latest_checkpoint(RunFolder(config.output).checkpoints) is not None
+    base = shared if method == "prompt-tuning" else None  # model tuning loads its own copy, in float32
+    tuned = fit(config, base=base, resume=resume, overwrite=not resume)
+    return tuned, time.perf_counter() - start
+
+
+def run_compare(
+    base_config: TrainConfig,
+    models: Sequence[str],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    test_rows: Sequence[Row],
+    output: Path,
+) -> list[dict]:
+    """Every (model, method, seed) not yet in OUTPUT/compare.csv, then the plot; returns all rows."""
+    target = output / "compare.csv"
+    results = read_csv(target, INTEGERS) if target.is_file() else []
+    done = {(r["model"], r["method"], r["seed"]) for r in results}
+    bases: dict[tuple[str, str], tuple] = {}  # the frozen base of the model at hand, shared by the runs that keep it
+    grid = [(m, method, s) for m in models for method in methods for s in seeds]
+    for number, (model, method, seed) in enumerate(grid, 1):
+        if (model, method, seed) in done:
+            continue
+        print(f"compare: run {number}/{len(grid)}: {model} {method} seed {seed}", file=sys.stderr)
+        folder = output / "runs" / model.replace("/", "_") / method / f"seed-{seed}"
+        config = dataclasses.replace(base_config, model=model, seed=seed, output=str(folder), progress=False)
+        if method != "model-tuning" and (model, config.dtype) not in bases:
+            bases.clear()
+            bases[model, config.dtype] = load_base(model, config.dtype, device=config.device)
+        try:
+            tuned, seconds = _run(config, method, bases.get((model, config.dtype)))
+        except ParameterError as exc:  # model tuning that cannot fit here: the plot shows where it ends
+            if exc.param != "method":
+                raise
+            print(f"compare: {model} {method} not run: {exc}", file=sys.stderr)
+            continue
+        _, _, dev_rows = load_data(config)
+        dev = tuned.evaluate(dev_rows, config.eval_batch_size) if dev_rows else {}
+        test = tuned.evaluate(test_rows, config.eval_batch_size)
+        results.append({
+            "model": model, "parameters": parameter_count(tuned.lm.base, model), "method": method, "seed": seed,
+            "dev_accuracy": dev.get("accuracy", ""), "dev_macro_f1": dev.get("macro_f1", ""), "test_n": test["n"],
+            "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+            "majority_accuracy": test["majority_accuracy"], "majority_macro_f1": test["majority_macro_f1"],
+            "seconds": round(seconds, 1), "base_dtype": tuned.meta.get("base_dtype", ""),
+        })  # fmt: skip
+        write_csv(results, target, COLUMNS)
+        RunFolder(folder).prune()  # recorded, so never resumed: a grid of model-tuning runs would fill the disk
+    plot_compare(results, output / "compare.png")
+    return results
+
+
+def summarize(results: Sequence[dict]) -> list[dict]:
+    """One row per (model, method), smallest model first, methods in `METHODS` order: the held-out scores' mean
+    over the seeds and the macro-F1's range, the dev macro-F1's mean; then the majority class (the same held-out
+    rows for every run)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in sorted(results, key=lambda r: (r["parameters"], r["model"], METHODS.index(r["method"]))):
+        groups.setdefault((row["model"], row["method"]), []).append(row)
+    summary = []
+    for (model, method), rows in groups.items():
+        f1 = [r["test_macro_f1"] for r in rows]
+        dev = [r["dev_macro_f1"] for r in rows if r["dev_macro_f1"] != ""]
+        summary.append({"model": model, "parameters": rows[0]["parameters"], "method": method, "seeds": len(rows),
+                        "test_accuracy": statistics.mean(r["test_accuracy"] for r in rows),
+                        "test_macro_f1": statistics.mean(f1), "f1_range": f"{min(f1):.3f}-{max(f1):.3f}",
+                        "dev_macro_f1": statistics.mean(dev) if dev else ""})  # fmt: skip
+    if results:
+        last = results[-1]
+        summary.append({"model": "majority class", "test_accuracy": last["majority_accuracy"],
+                        "test_macro_f1": last["majority_macro_f1"]})  # fmt: skip
+    return summary
+
+
+def plot_compare(results: Sequence[dict], target: Path, metric: str = "test_macro_f1") -> None:
+    """Score against parameters, one line per method: the mean over seeds, and a band from lowest to highest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..prompts.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for method in [m for m in METHODS if any(r["method"] == m for r in results)]:
+        sizes = sorted({r["parameters"] for r in results if r["method"] == method})
+        scores = [[r[metric] for r in results if r["method"] == method and r["parameters"] == n] for n in sizes]
+        means, low, high = mean_and_range(scores)
+        (line,) = ax.plot(sizes, means, marker="o", label=method)
+        ax.fill_between(sizes, low, high, color=line.get_color(), alpha=0.2)
+    majority = metric.replace("test_", "majority_")
+    if results and majority in results[0]:
+        ax.axhline(max(r[majority] for r in results), color="grey", linestyle="--", label="majority class")
+    ax.set_xscale("log")
+    ax.set(xlabel="model parameters", ylabel=f"held-out {metric.removeprefix('test_')}", title="method and scale")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, target)

@@ -1,0 +1,285 @@
+"""The training loop: config -> run folder -> data -> prompt (or model) -> steps, evaluation, checkpoints, curves.
+
+`fit` checks the run folder (run_folder.py) before anything loads, builds a Trainer from the config's data and
+model, and runs it; after each optimizer step one rule (schedule.py) says whether to evaluate, checkpoint or
+stop. The optimizer and the batch order (recipe.py) depend only on the config and the seed, and every
+checkpoint holds optimizer, scheduler and RNG state, so `--resume` ends on the same prompt, bit for bit.
+What is trained (the prompt, or every weight with `--method model-tuning`) comes from methods.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..data.batching import chunks
+from ..data.tasks import Row, Task, labels_found, load_named, parse_labels, parse_mapping, read_rows, split_dev
+from ..engine.prompted import ScoringMode
+from ..prompts import checkpoint
+from ..prompts.model_card import write_card
+from ..prompts.plots import plot_curves
+from ..prompts.tuned import TunedPrompt
+from ..utils.errors import ParameterError
+from ..utils.hardware import resolve_device
+from .distributed import DataParallel
+from .methods import load_trained, make_tuned, trained_tensors
+from .recipe import epoch_batches, make_optimizer
+from .reporting import open_reporter
+from .run_folder import RunFolder
+from .schedule import Due, Plan, Progress, after_step
+from .train_config import METRICS, TrainConfig
+
+__all__ = ["METRICS", "TrainConfig", "Trainer", "fit", "load_data", "make_tuned", "resume_config"]
+
+
+def load_data(config: TrainConfig) -> tuple[Task, list[Row], list[Row] | None]:
+    """The task and its training rows, plus evaluation rows from --eval or a dev split carved from train."""
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    if config.task:
+        if config.label_field or config.labels:
+            raise ParameterError("task", "takes its {label_field} and {labels} from the task; give them with {train}")
+        task, rows, source = load_named(config.task, "train", data_dir)
+        overrides = {"template": config.template} if config.template else {}
+        if config.verbalizer:
+            overrides["verbalizer"] = parse_mapping(config.verbalizer, "verbalizer")
+        task = dataclasses.replace(task, **overrides)  # checked again, as a task built from flags is
+    else:
+        if not config.template or not config.label_field:
+            raise ParameterError("train", "needs {template} and {label_field}")
+        source, rows = config.train, read_rows(config.train)
+        labels = parse_labels(config.labels) if config.labels else labels_found(rows, config.label_field, source)
+        verbalizer = parse_mapping(config.verbalizer, "verbalizer") if config.verbalizer else {}
+        task = Task(config.template, config.label_field, labels, verbalizer, name=Path(source).stem)
+    task.check(rows, source)
+    if config.train_limit and config.train_limit < len(rows):
+        # A stratified subset, so a large training set (SST-2's 67k rows) can run as a few-shot task.
+        _, rows = split_dev(rows, config.train_limit / len(rows), config.seed, task.label_field)
+    eval_rows = None
+    if config.eval:
+        eval_rows = read_rows(config.eval)
+        task.check(eval_rows, config.eval)
+    elif config.dev_fraction:
+        rows, eval_rows = split_dev(rows, config.dev_fraction, config.seed, task.label_field)
+    return task, rows, eval_rows
+
+
+class Trainer:
+    """One run's state; `run()` trains to the end or to early stopping. `Trainer.build` sets it up from a config."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        tuned: TunedPrompt,
+        train_rows: list[Row],
+        eval_rows: list[Row] | None,
+        folder: RunFolder,
+        parallel: DataParallel,
+    ) -> None:
+        self.config, self.tuned, self.folder, self.parallel = config, tuned, folder, parallel
+        self.train_rows, self.eval_rows = train_rows, eval_rows
+        label_ids = tuned.encoder.label_ids
+        self.encoded = [(tuned.encoder.input_ids(row), label_ids[tuned.task.label_index(row)]) for row in train_rows]
+        epoch_steps = math.ceil(math.ceil(len(self.encoded) / config.batch_size) / config.grad_accum)
+        total_steps = config.max_steps or epoch_steps * config.epochs
+        self.plan = Plan(epoch_steps, total_steps, config.eval_every, config.save_steps)
+        self.trained = trained_tensors(tuned)  # the prompt, or with --method model-tuning every weight
+        self.optimizer, self.scheduler = make_optimizer(config, list(self.trained.values()), total_steps)
+        self.progress = Progress(config=dataclasses.asdict(config))
+        # The prompt changes between dev evaluations, so keys/values computed apart would never be reused: a dev
+        # set that fits one forward runs the prompt inside it instead.
+        fits = len(eval_rows or ()) <= config.eval_batch_size
+        self.eval_mode = ScoringMode.PACKED_INLINE if fits and tuned.lm.mode is ScoringMode.PACKED else None
+
+    @classmethod
+    def build(
+        cls, config: TrainConfig, base=None, folder: RunFolder | None = None, parallel: DataParallel | None = None
+    ) -> Trainer:
+        """Load the data and the model (unless `base` is given) and make the prompt the config asks for."""
+        task, train_rows, eval_rows = load_data(config)
+        tuned = make_tuned(config, task, train_rows, base)
+        parallel = parallel or DataParallel(resolve_device(config.device))
+        if config.shard_base:
+            parallel.shard_blocks(tuned.lm.base)
+        return cls(config, tuned, train_rows, eval_rows, folder or RunFolder(config.output, parallel.main), parallel)
+
+    def resume(self, folder: Path) -> None:
+        trained, progress = checkpoint.load_state(folder, self.optimizer, self.scheduler)
+        self.progress = Progress.from_json(progress)
+        with torch.no_grad():
+            for name, tensor in trained.items():
+                self.trained[name].copy_(tensor)
+        self.folder.keep_records(self.progress.logged)
+
+    def _train_step(self, batch_items) -> None:
+        """One optimizer step over `grad_accum` micro-batches."""
+        lm = self.tuned.lm
+        tokens = sum(len(target) for items in batch_items for _, target in items)  # over the global batch
+        loss_total = 0.0
+        for batch in batch_items:
+            items, weight = self.parallel.shard(batch), 1.0
+            if not items:
+                if not self.config.shard_base:
+                    continue
+                items, weight = batch[:1], 0.0  # a sharded block's forward needs every process: a row at weight 0
+            loss_sum = -lm.target_logprob_sum([i for i, _ in items], [t for _, t in items]).sum() * weight
+            (loss_sum / tokens).backward()
+            loss_total += loss_sum.item()
+        params = list(self.trained.values())
+        if self.parallel.world > 1:
+            for param in params:
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                self.parallel.sum(param.grad)
+            loss_total = float(self.parallel.sum(torch.tensor([loss_total], dtype=torch.float64,
+                                                              device=self.parallel.device)))  # fmt: skip
+        if not math.isfinite(loss_total):
+            raise self._diverged(f"loss {loss_total}")
+        self.progress.window_loss += loss_total
+        self.progress.window_tokens += tokens
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not all(torch.isfinite(param).all() for param in params):
+            raise self._diverged("NaN/Inf in the prompt")
+
+    def _diverged(self, what: str) -> ParameterError:
+        return ParameterError(
+            "lr",
+            "training diverged at step {step} ({what}); the last good checkpoint is kept under {folder}; "
+            "try a lower value",
+            step=self.progress.step + 1,
+            what=what,
+            folder=str(self.folder.checkpoints),
+        )
+
+    def _carry_out(self, due: Due) -> bool:
+        """Do what the after-step rule says; True when the run ends (its last step, or early stopping)."""
+        if due.epoch_end:
+            self.progress.epoch += 1
+            self.progress.batch = 0
+        stop = self._evaluate(due.log_epoch) if due.evaluate else False
+        if due.checkpoint:
+            self._checkpoint()
+        return due.stop or stop
+
+    def _evaluate(self, epoch: int) -> bool:
+        """Log train/eval metrics (main process); True, on every process, when early stopping ends the run."""
+        progress = self.progress
+        record = {"step": progress.step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0]}
+        if progress.window_tokens:
+            train_loss = progress.window_loss / progress.window_tokens
+            record.update(train_loss=train_loss, train_ppl=math.exp(min(train_loss, 50.0)))
+        progress.window_loss, progress.window_tokens = 0.0, 0
+        # The main process evaluates; with a sharded base every process runs the forwards with it.
+        scoring = self.eval_rows and (self.parallel.main or self.config.shard_base)
+        result = self.tuned.evaluate(self.eval_rows, self.config.eval_batch_size, mode=self.eval_mode,
+                                     by_label=True) if scoring else None  # fmt: skip
+        return self.parallel.decide(self._log_evaluation(record, result) if self.parallel.main else False)
+
+    def _log_evaluation(self, record: dict, result: dict | None) -> bool:
+        progress, config = self.progress, self.config
+        stop = False
+        if result is not None:
+            record.update(
+                eval_loss=result["loss"],
+                eval_ppl=result["perplexity"],
+                accuracy=result["accuracy"],
+                macro_f1=result["macro_f1"],
+            )
+            if config.keep_best:
+                value = result[config.keep_best]
+                sign = -1 if config.keep_best == "loss" else 1
+                if progress.best is None or sign * value > sign * progress.best:
+                    progress.best, progress.bad_evals = value, 0
+                    self.tuned.save_pretrained(self.folder.best, metrics=result, step=progress.step)
+                else:
+                    progress.bad_evals += 1
+                    stop = bool(config.patience) and progress.bad_evals >= config.patience
+        self.folder.log(record)
+        if self.reporter is not None:
+            self.reporter.log(record)
+        progress.logged += 1
+        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        return stop
+
+    def _checkpoint(self) -> None:
+        progress = self.progress
+        progress.seconds = time.perf_counter() - self.started
+        if self.parallel.main:
+            files = checkpoint.state_files(self.trained, self.optimizer, self.scheduler, progress.to_json())
+            self.folder.save_checkpoint(progress.step, files)
+
+    def run(self) -> TunedPrompt:
+        config, progress = self.config, self.progress
+        self.started = time.perf_counter() - progress.seconds
+        self.reporter = open_reporter(config.report_to, self.folder.path, progress.step) if self.parallel.main else None
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=self.plan.total_steps, initial=progress.step, unit="step",
+                   disable=not (config.progress and self.parallel.main))  # fmt: skip
+        done = progress.step >= self.plan.total_steps
+        if not done and progress.batch == self.plan.epoch_steps:
+            # A checkpoint from before the after-step rule, saved between an epoch's last step and its close:
+            # the step's own evaluation and save are done; the epoch's close is still owed.
+            done = self._carry_out(dataclasses.replace(after_step(progress, self.plan), evaluate=not config.eval_every))
+        lengths = [len(source) + len(target) for source, target in self.encoded]
+        while not done:
+            batches = epoch_batches(lengths, config.batch_size, config.seed, progress.epoch, config.bucket)
+            steps = list(chunks([[self.encoded[i] for i in batch] for batch in batches], config.grad_accum))
+            for items in steps[progress.batch :]:
+                self._train_step(items)
+                progress.step += 1
+                progress.batch += 1
+                bar.update(1)
+                if done := self._carry_out(after_step(progress, self.plan)):
+                    break
+        bar.close()
+        return self._finish()
+
+    def _finish(self) -> TunedPrompt:
+        """Write the final prompt (the best one with --keep-best), the curves and the model card."""
+        if not self.parallel.main:
+            return self.tuned
+        if self.config.keep_best and (self.folder.best / checkpoint.META).is_file():
+            meta = load_trained(self.folder.best, self.tuned)
+            self.tuned.meta.update(metrics=meta.get("metrics"), step=meta.get("step"))
+        self.tuned.meta["train_seconds"] = round(time.perf_counter() - self.started, 1)
+        self.tuned.save_pretrained(self.folder.path)
+        plot_curves(self.folder.metrics, self.folder.path / "curves.png")
+        write_card(self.folder.path)
+        if self.reporter is not None:
+            self.reporter.close()
+        return self.tuned
+
+
+def resume_config(output: str | Path) -> TrainConfig:
+    """The config a run in `output` was started with, read from its newest checkpoint."""
+    folder = RunFolder(output).resume_point()
+    state = json.loads((folder / checkpoint.STATE_JSON).read_text())
+    return TrainConfig.from_dict(Progress.from_json(state["progress"]).config, str(folder / checkpoint.STATE_JSON))
+
+
+def fit(config: TrainConfig, base=None, resume: bool = False, overwrite: bool = False) -> TunedPrompt:
+    """Train a prompt as `config` says; with `resume`, continue from the newest checkpoint in config.output.
+
+    A folder that already holds a run is only reused with `resume` (continue) or `overwrite` (start over); that
+    is checked before the data or the model loads.
+    """
+    config.validate()
+    parallel = DataParallel(resolve_device(config.device))
+    folder = RunFolder(config.output, parallel.main)
+    with folder.lock():
+        start = folder.start(resume, overwrite)
+        trainer = Trainer.build(config, base, folder, parallel)
+        if start.clear:
+            folder.clear()
+        if start.resume_from is not None:
+            trainer.resume(start.resume_from)
+        return trainer.run()

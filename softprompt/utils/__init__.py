@@ -1,0 +1,1 @@
+"""Facts every layer may use: the one error type, the device and what it runs fast, heap memory."""

@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from softprompt import hardware, synthetic  # noqa: E402
 from softprompt.data.batching import pad_left  # noqa: E402
 from softprompt.data.tasks import Task  # noqa: E402
+from softprompt.models.base import Base  # noqa: E402
 from softprompt.models.prompt import SoftPrompt, init_prompt  # noqa: E402
 from softprompt.prompts.tuned import TunedPrompt  # noqa: E402
 
@@ -280,7 +281,7 @@ def run_model(name: str, device: torch.device, dtype: torch.dtype, args, peak: f
     pairs = []
     for n in VIRTUAL_TOKENS:
         matrix = init_prompt(n, model.get_input_embeddings(), bench.tokenizer, "sampled-vocab", seed=n).embedding
-        tuned = TunedPrompt.build(model, bench.tokenizer, SoftPrompt(matrix), TASK)
+        tuned = TunedPrompt.build(Base(model, bench.tokenizer), SoftPrompt(matrix), TASK)
         peft = peft_wrapped(bench, matrix)
         for rows, length in TRAIN_SHAPES:
             pairs.append(train_figures(bench, tuned, peft, matrix, rows, length))

@@ -32,8 +32,9 @@ DATA = Path(os.environ.get("SOFTPROMPT_DATA") or ROOT.parent / "shared" / "data"
 from anchor import peft_base  # noqa: E402
 
 from softprompt.data.tasks import Task, read_rows  # noqa: E402
-from softprompt.models.base import load_base  # noqa: E402
+from softprompt.models.base import Base, load_base  # noqa: E402
 from softprompt.models.prompt import init_prompt  # noqa: E402
+from softprompt.prompts.record import FolderRecord  # noqa: E402
 from softprompt.prompts.tuned import TunedPrompt  # noqa: E402
 from softprompt.utils.hardware import describe, resolve_dtype  # noqa: E402
 from tests.serving import call, running_server  # noqa: E402
@@ -55,7 +56,8 @@ def write_prompts(root: Path, base, copies: int = 1) -> None:
             prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "class-label",
                                  label_words=task.label_words, seed=seed + 10 * copy)  # fmt: skip
             folder = root / (name if copy == 0 else f"{name}-{copy}")
-            TunedPrompt.build(model, tokenizer, prompt, task, meta={"init": "class-label"}).save_pretrained(folder)
+            record = FolderRecord(init="class-label")
+            TunedPrompt.build(Base(model, tokenizer), prompt, task, record=record).save_pretrained(folder)
 
 
 def workload(count: int) -> list[tuple[str, dict]]:
@@ -101,7 +103,7 @@ def peft_sequential(model_ref: str, prompts: Path, jobs: list[tuple[str, dict]])
     peft = PeftModel.from_pretrained(model, prompts / names[0], adapter_name=names[0])
     for name in names[1:]:
         peft.load_adapter(prompts / name, adapter_name=name)
-    tuned = {name: TunedPrompt.from_pretrained(prompts / name, base=(model, tokenizer)) for name in names}
+    tuned = {name: TunedPrompt.from_pretrained(prompts / name, base=Base(model, tokenizer)) for name in names}
     latencies = []
     start = time.perf_counter()
     with torch.inference_mode():

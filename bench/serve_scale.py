@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from softprompt.data.tasks import Task  # noqa: E402
-from softprompt.models.base import load_base  # noqa: E402
+from softprompt.models.base import Base, load_base  # noqa: E402
 from softprompt.models.prompt import init_prompt  # noqa: E402
 from softprompt.prompts.tuned import TunedPrompt  # noqa: E402
 from softprompt.utils.hardware import describe  # noqa: E402
@@ -50,7 +50,7 @@ def write_tasks(root: Path, count: int) -> list[str]:
     names = [f"task{index:02d}" for index in range(count)]
     for seed, name in enumerate(names):
         prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
-        TunedPrompt.build(model, tokenizer, prompt, TASK).save_pretrained(root / name)
+        TunedPrompt.build(Base(model, tokenizer), prompt, TASK).save_pretrained(root / name)
     return names
 
 

@@ -43,7 +43,7 @@ def worker(model: str, output: str, shard: bool, steps: int) -> None:
                          batch_size=8, dtype="float32", output=output, progress=False, shard_base=shard,
                          seed=0)  # fmt: skip
     tuned = fit(config, overwrite=True)
-    held, total = held_weights(tuned.lm.base)
+    held, total = held_weights(tuned.lm.model)
     print(json.dumps({"rank": int(os.environ.get("RANK", 0)), "shard_base": shard, "held_weights": held,
                       "base_weights": total, "rss_end_mb": round(rss_mb()),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}),

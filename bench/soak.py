@@ -44,8 +44,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SOFTPROMPT_DATA", str(ROOT.parent / "shared" / "data"))
 
 from softprompt.data.tasks import load_named  # noqa: E402
-from softprompt.models.base import load_base  # noqa: E402
+from softprompt.models.base import Base, load_base  # noqa: E402
 from softprompt.models.prompt import init_prompt  # noqa: E402
+from softprompt.prompts.record import FolderRecord  # noqa: E402
 from softprompt.prompts.tuned import TunedPrompt  # noqa: E402
 from softprompt.serve.batcher import IDLE_RELEASE_S  # noqa: E402
 from softprompt.serve.store import prompt_version  # noqa: E402
@@ -134,7 +135,7 @@ class Prompts:
         """A new prompt folder (a fresh seed each call); returns its version."""
         model, tokenizer = self.base
         prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=next(self.seeds))
-        tuned = TunedPrompt.build(model, tokenizer, prompt, self.task, meta={"init": "sampled-vocab"})
+        tuned = TunedPrompt.build(Base(model, tokenizer), prompt, self.task, record=FolderRecord(init="sampled-vocab"))
         tuned.save_pretrained(folder)
         return prompt_version(TunedPrompt.from_pretrained(folder, base=self.base))
 

@@ -16,7 +16,9 @@ import zipfile
 from pathlib import Path
 
 from softprompt.data.tasks import Task
+from softprompt.models.base import Base
 from softprompt.models.prompt import init_prompt
+from softprompt.prompts.record import FolderRecord
 from softprompt.prompts.tuned import TunedPrompt
 
 TASKS = {
@@ -48,7 +50,8 @@ def write_prompts(root: Path, base) -> Path:
     model, tokenizer = base
     for seed, (name, (task, n_tokens)) in enumerate(TASKS.items()):
         prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
-        TunedPrompt.build(model, tokenizer, prompt, task, meta={"init": "sampled-vocab"}).save_pretrained(root / name)
+        tuned = TunedPrompt.build(Base(model, tokenizer), prompt, task, record=FolderRecord(init="sampled-vocab"))
+        tuned.save_pretrained(root / name)
     return root
 
 

@@ -10,8 +10,10 @@ from safetensors import SafetensorError
 from softprompt.data.tasks import Task
 from softprompt.engine.causal import PromptedCausalLM
 from softprompt.engine.prompted import ScoringMode
+from softprompt.models.base import Base
 from softprompt.models.prompt import SoftPrompt, init_prompt
 from softprompt.prompts import checkpoint
+from softprompt.prompts.record import FolderRecord
 from softprompt.prompts.tuned import TunedPrompt
 from softprompt.utils.errors import SoftpromptError
 
@@ -39,7 +41,7 @@ def test_peft_loads_our_folder_with_equal_logits(smollm2, inputs, tmp_path):
     prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text="Classify the tweet:")
     with torch.no_grad():
         prompt.embedding.add_(torch.randn(prompt.embedding.shape, generator=torch.Generator().manual_seed(0)) * 0.1)
-    tuned = TunedPrompt(PromptedCausalLM(model, prompt), tokenizer, TASK, meta={"init": "text", "init_text": "x"})
+    tuned = TunedPrompt.build(Base(model, tokenizer), prompt, TASK, record=FolderRecord(init="text", init_text="x"))
     tuned.save_pretrained(tmp_path)
     config = json.loads((tmp_path / checkpoint.CONFIG).read_text())
     assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == 8
@@ -71,7 +73,7 @@ def test_we_load_a_peft_folder_with_equal_logits(smollm2, inputs, tmp_path):
         theirs = peft(input_ids=inputs[0], attention_mask=inputs[1]).logits[:, 8:]
     folder = tmp_path / "peft-prompt"
     peft.save_pretrained(folder)
-    tuned = TunedPrompt.from_pretrained(folder, base=(model, tokenizer), task=TASK)
+    tuned = TunedPrompt.from_pretrained(folder, base=Base(model, tokenizer), task=TASK)
     assert torch.equal(tuned.lm.prompt.embedding.detach(), embedding.detach().float())
     ours = _our_logits(model, tuned.lm.prompt.embedding.detach(), *inputs)
     assert (theirs - ours).abs().max() < 1e-5
@@ -82,7 +84,8 @@ def test_a_failing_disk_leaves_the_previous_prompt_and_checkpoint_whole(tmp_path
     import errno
 
     old = torch.arange(12, dtype=torch.float32).view(3, 4)
-    checkpoint.save_prompt(tmp_path, old, {"num_virtual_tokens": 3}, {"task": TASK.to_json()})
+    checkpoint.save_prompt(tmp_path, old, {"num_virtual_tokens": 3})
+    FolderRecord(task=TASK).write(tmp_path)
     checkpoint.save_checkpoint(tmp_path / "checkpoints", 1, {"training_state.json": b"{}"})
 
     def full_disk(fd):
@@ -90,7 +93,7 @@ def test_a_failing_disk_leaves_the_previous_prompt_and_checkpoint_whole(tmp_path
 
     monkeypatch.setattr(checkpoint.os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space"):
-        checkpoint.save_prompt(tmp_path, old + 1, {"num_virtual_tokens": 3}, {"task": TASK.to_json()})
+        checkpoint.save_prompt(tmp_path, old + 1, {"num_virtual_tokens": 3})
     with pytest.raises(SoftpromptError, match="step-00000002: cannot write this checkpoint .*No space"):
         checkpoint.save_checkpoint(tmp_path / "checkpoints", 2, {"training_state.json": b"{}"})
     monkeypatch.undo()
@@ -102,7 +105,7 @@ def test_a_failing_disk_leaves_the_previous_prompt_and_checkpoint_whole(tmp_path
     with pytest.raises(SoftpromptError, match="cannot write this checkpoint .*No space"):
         checkpoint.save_checkpoint(tmp_path / "checkpoints", 2, {"training_state.safetensors": {"x": old}})
     monkeypatch.undo()
-    prompt, config, meta = checkpoint.load_prompt(tmp_path)
+    prompt, config = checkpoint.load_prompt(tmp_path)
     assert torch.equal(prompt, old) and config["num_virtual_tokens"] == 3
     assert checkpoint.latest_checkpoint(tmp_path / "checkpoints").name == "step-00000001"
     leftovers = [p.name for p in tmp_path.rglob(".*")]
@@ -154,8 +157,8 @@ def test_hostile_prompt_folders_are_refused_with_one_line(tmp_path, case):
     from softprompt.utils.errors import SoftpromptError
 
     folder = tmp_path / "prompt"
-    checkpoint.save_prompt(folder, torch.zeros(4, 8), {"num_virtual_tokens": 4, "peft_type": "PROMPT_TUNING"},
-                           {"task": TASK.to_json()})  # fmt: skip
+    checkpoint.save_prompt(folder, torch.zeros(4, 8), {"num_virtual_tokens": 4, "peft_type": "PROMPT_TUNING"})
+    FolderRecord(task=TASK).write(folder)
     spoil, message = HOSTILE[case]
     spoil(folder)
     with pytest.raises(SoftpromptError, match=message) as error:
@@ -165,9 +168,9 @@ def test_hostile_prompt_folders_are_refused_with_one_line(tmp_path, case):
 
 def test_extra_tensors_and_half_precision_are_accepted(tmp_path):
     folder = tmp_path / "prompt"
-    checkpoint.save_prompt(folder, torch.zeros(4, 8), {"num_virtual_tokens": 4}, {})
+    checkpoint.save_prompt(folder, torch.zeros(4, 8), {"num_virtual_tokens": 4})
     _weights(folder, torch.ones(4, 8, dtype=torch.float16), {"extra": torch.zeros(1)})
-    prompt, _, _ = checkpoint.load_prompt(folder)
+    prompt, _ = checkpoint.load_prompt(folder)
     assert prompt.dtype == torch.float32 and torch.equal(prompt, torch.ones(4, 8))
 
 
@@ -178,7 +181,7 @@ def test_a_prompt_for_another_base_model_warns_offline_and_is_refused_by_the_ser
     model, tokenizer = tiny
     prompt = init_prompt(4, model.get_input_embeddings(), tokenizer, "random-uniform")
     folder = tmp_path / "prompts" / "tweets"
-    TunedPrompt(PromptedCausalLM(model, prompt), tokenizer, TASK).save_pretrained(folder)
+    TunedPrompt.build(Base(model, tokenizer), prompt, TASK).save_pretrained(folder)
     meta = json.loads((folder / checkpoint.META).read_text())
     meta["base_model"] = "some-other-model"
     (folder / checkpoint.META).write_text(json.dumps(meta))

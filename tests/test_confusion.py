@@ -11,8 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from softprompt.data.tasks import load_named
+from softprompt.models.base import Base
 from softprompt.models.prompt import init_prompt
 from softprompt.prompts.evaluate import classification_metrics, confusion_matrix, label_metrics
+from softprompt.prompts.record import FolderRecord
 from softprompt.prompts.tuned import TunedPrompt
 
 
@@ -36,7 +38,8 @@ def test_eval_reports_the_matrix_and_draws_it_real_model(smollm2, data_dir, tmp_
     model, tokenizer = smollm2
     task, _, _ = load_named("raft/twitter_complaints", "train", data_dir)
     prompt = init_prompt(8, model.get_input_embeddings(), tokenizer, "text", init_text=task.init_text)
-    TunedPrompt.build(model, tokenizer, prompt, task, meta={"init": "text"}).save_pretrained(tmp_path / "tweets")
+    tuned = TunedPrompt.build(Base(model, tokenizer), prompt, task, record=FolderRecord(init="text"))
+    tuned.save_pretrained(tmp_path / "tweets")
     done = subprocess.run(
         [sys.executable, "-m", "softprompt", "eval", str(tmp_path / "tweets"), "--task", "raft/twitter_complaints",
          "--data-dir", str(data_dir), "--split", "test", "--limit", "40", "--dtype", "float32",

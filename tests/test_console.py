@@ -9,7 +9,9 @@ import shutil
 
 import pytest
 
+from softprompt.models.base import Base
 from softprompt.models.prompt import init_prompt
+from softprompt.prompts.record import FolderRecord
 from softprompt.prompts.tuned import TunedPrompt
 from softprompt.serve.app import CONSOLE
 
@@ -44,7 +46,8 @@ def folders(tmp_path_factory, smollm2):
         task, n_tokens = TASKS[name]
         prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
         folder = root / ("upload" if name == "topic" else "prompts") / name
-        TunedPrompt.build(model, tokenizer, prompt, task, meta={"init": "sampled-vocab"}).save_pretrained(folder)
+        tuned = TunedPrompt.build(Base(model, tokenizer), prompt, task, record=FolderRecord(init="sampled-vocab"))
+        tuned.save_pretrained(folder)
     (root / "topic.zip").write_bytes(zip_folder(root / "upload" / "topic"))
     (root / "broken.zip").write_bytes(b"not a zip archive")
     (root / "token").write_text(TOKEN)

@@ -92,8 +92,7 @@ def _prompts(base) -> list[TunedPrompt]:
     """Three prompts of different lengths on one base (a mixed batch pads the shorter ones' caches)."""
     model, tokenizer = base
     return [
-        TunedPrompt.build(model, tokenizer, init_prompt(n, model.get_input_embeddings(), tokenizer, "sampled-vocab",
-                                                        seed=n), TASK)  # fmt: skip
+        TunedPrompt.build(base, init_prompt(n, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=n), TASK)
         for n in (2, 5, 3)
     ]
 

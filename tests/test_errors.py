@@ -19,6 +19,7 @@ import torch
 
 from softprompt.data.tasks import Task
 from softprompt.prompts.checkpoint import WEIGHTS, save_prompt
+from softprompt.prompts.record import FolderRecord
 
 RAFT = "raft_twitter_complaints/train.csv"
 RAFT_TASK = Task("Tweet text : {Tweet text} Label : ", "Label", ["complaint", "no complaint"])
@@ -105,8 +106,8 @@ def other_case(root: Path, name: str, tiny_dir: Path, data_dir: Path) -> Case:
             folder,
             torch.zeros(4, 16),
             {"num_virtual_tokens": 4, "peft_type": "PROMPT_TUNING"},
-            {"task": RAFT_TASK.to_json(), "max_length": 64},
         )
+        FolderRecord(task=RAFT_TASK).write(folder)
         needles, one_line = [str(folder), "hidden size 16", "has 32"], True
     else:
         # Only PEFT's pickle format: refused before anything is unpickled.

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from softprompt.data.batching import pad_left
+from softprompt.data.loading import load_data
 from softprompt.data.tasks import Task
 from softprompt.engine.prompted import ScoringMode
 from softprompt.models import synthetic
-from softprompt.models.base import load_base
+from softprompt.models.base import Base, load_base
 from softprompt.models.prompt import SoftPrompt, init_prompt
 from softprompt.prompts.tuned import TunedPrompt
 from softprompt.serve.batcher import Batcher, Job
@@ -60,7 +61,7 @@ def bases(request, tmp_path_factory):
 def _side(base, matrices) -> list[TunedPrompt]:
     """One TunedPrompt per task on `base`, the i-th with prompt matrix i (moved to the base's device)."""
     model, tokenizer = base
-    return [TunedPrompt.build(model, tokenizer, SoftPrompt(m), task) for m, task in zip(matrices, TASKS)]
+    return [TunedPrompt.build(Base(model, tokenizer), SoftPrompt(m), task) for m, task in zip(matrices, TASKS)]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_twenty_training_steps_end_on_the_cpus_prompt(bases, tmp_path, monkeypat
         tuned = train.fit(config, base=base)
         assert tuned.lm.prompt.embedding.device.type == torch.device(device).type
         prompts.append(tuned.lm.prompt.embedding.detach().cpu())
-    task, rows, _ = train.load_data(config)
+    task, rows, _ = load_data(config)
     start = train.make_tuned(config, task, rows, bases[0]).lm.prompt.embedding.detach()
     assert not torch.allclose(prompts[0], start, atol=TOLERANCE)  # it trained
     assert torch.allclose(prompts[1], prompts[0], atol=TOLERANCE, rtol=TOLERANCE)
@@ -218,7 +219,7 @@ def test_the_packed_mask_reaches_a_fused_sdpa_kernel(tmp_path, dtype, record_pro
     model, tokenizer = load_base(str(folder), dtype, device=DEVICE)
     assert model.config._attn_implementation == "sdpa"
     matrix = init_prompt(6, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=0).embedding.detach()
-    tuned = TunedPrompt.build(model, tokenizer, SoftPrompt(matrix), TASKS[0])
+    tuned = TunedPrompt.build(Base(model, tokenizer), SoftPrompt(matrix), TASKS[0])
     rows, labels = _rows(tuned), [tuned.encoder.label_ids] * len(TEXTS)
     fused = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
     with torch.no_grad(), sdpa_kernel(fused), profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -43,7 +43,7 @@ def tuned_run(tiny_dir, data_dir, tmp_path_factory) -> tuple[dict[str, torch.Ten
 
 def test_model_tuning_trains_every_weight_and_saves_a_model_folder(tuned_run, data_dir):
     before, tuned, folder = tuned_run
-    after = _weights(tuned.lm.base)
+    after = _weights(tuned.lm.model)
     changed = [name for name in before if not torch.equal(before[name], after[name])]
     assert len(changed) == len(before), set(before) - set(changed)  # every weight moved, embeddings included
     assert tuned.lm.n_prompt == 0
@@ -54,7 +54,7 @@ def test_model_tuning_trains_every_weight_and_saves_a_model_folder(tuned_run, da
     assert {"train_loss", "eval_loss", "accuracy", "macro_f1"} <= records[-1].keys()
     # eval reads the folder as it reads a prompt, and scores what was trained
     loaded = TunedPrompt.from_pretrained(folder, dtype="float32")
-    for name, value in _weights(loaded.lm.base).items():
+    for name, value in _weights(loaded.lm.model).items():
         torch.testing.assert_close(value, after[name], rtol=0, atol=0)
     done = subprocess.run(
         [sys.executable, "-m", "softprompt", "eval", str(folder), "--task", "raft/twitter_complaints",
@@ -76,7 +76,7 @@ def test_model_tuning_resumes_bit_for_bit(tuned_run, tiny_dir, data_dir, tmp_pat
         (killed / name).unlink(missing_ok=True)
     config = _config(tiny_dir, data_dir, killed)
     resumed = fit(config, base=load_base(str(tiny_dir), "float32"), resume=True)
-    a, b = _weights(straight.lm.base), _weights(resumed.lm.base)
+    a, b = _weights(straight.lm.model), _weights(resumed.lm.model)
     assert all(torch.equal(a[name], b[name]) for name in a)
     state = load_file(str(killed / "checkpoints" / "step-00000004" / checkpoint.STATE_TENSORS))
     assert "prompt" not in state and sum(name.startswith("model.") for name in state) == len(a)
@@ -88,7 +88,7 @@ def test_real_model_tuning_moves_the_default_model(data_dir, tmp_path):
     before = _weights(base[0])
     config = _config("smollm2-135m", data_dir, tmp_path / "real", max_steps=2, batch_size=4, save_steps=0)
     tuned = fit(config, base=base)
-    after = _weights(tuned.lm.base)
+    after = _weights(tuned.lm.model)
     assert all(not torch.equal(before[name], after[name]) for name in before)
     records = [json.loads(line) for line in (tmp_path / "real" / "metrics.jsonl").read_text().splitlines()]
     assert torch.isfinite(torch.tensor(records[-1]["eval_loss"]))

@@ -124,10 +124,10 @@ TEMPLATES = [
 
 
 def _templated(model, tokenizer):
-    """Two prompts told their tasks' template heads (Encoder.head_ids), as TunedPrompt.build does, and eight
+    """Two prompts told their tasks' template heads (Encoder.head), as TunedPrompt.build does, and eight
     rows rendered through those templates."""
     encoders = [Encoder(task, tokenizer) for task in TEMPLATES]
-    lms, labels = _lms_and_labels(model, tokenizer, [encoder.head_ids for encoder in encoders])
+    lms, labels = _lms_and_labels(model, tokenizer, [encoder.head for encoder in encoders])
     owners = [0, 1, 1, 0, 1, 0, 0, 1]
     rows = [encoders[o].input_ids({"text": text}) for o, text in zip(owners, TEXTS * 2)]
     return lms, labels, encoders, owners, rows
@@ -138,11 +138,11 @@ def test_template_heads_are_cached_with_the_prompt_real_model(smollm2):
     computed once with the prompt; a prompt with a row lacking the head runs that call without it."""
     model, tokenizer = smollm2
     lms, labels, encoders, owners, rows = _templated(model, tokenizer)
-    assert all(len(e.head_ids) >= 2 for e in encoders)
-    assert all(row[: len(encoders[o].head_ids)] == encoders[o].head_ids for row, o in zip(rows, owners))
+    assert all(len(e.head) >= 2 for e in encoders)
+    assert all(row[: len(encoders[o].head)] == encoders[o].head for row, o in zip(rows, owners))
     with torch.no_grad():
         packed = lms[0].score_rows(rows, [labels[o] for o in owners], [lms[o] for o in owners], batch_size=8)
-        assert lms[0].prompt_cache.prefixes() == {tuple(encoders[0].head_ids)}  # the head joined the prompt's cache
+        assert lms[0].prompt_cache.heads() == {tuple(encoders[0].head)}  # the head joined the prompt's cache
         for row, owner, scores in zip(rows, owners, packed):
             ids = torch.tensor([row])
             alone = lms[owner].continuation_logprobs(ids, torch.ones_like(ids), [labels[owner]])[0]
@@ -179,14 +179,14 @@ def test_packed_inline_gives_the_cached_scores_real_model(smollm2):
     lms, labels, encoders, owners, rows = _templated(model, tokenizer)
     mine = [row for row, o in zip(rows, owners) if o == 0] * 4  # 16 rows: several packs and forwards
     conts = [labels[0]] * len(mine)
-    fresh = PromptedCausalLM(model, lms[0].prompt, ScoringMode.PACKED_INLINE, head=encoders[0].head_ids)
+    fresh = PromptedCausalLM(model, lms[0].prompt, ScoringMode.PACKED_INLINE, head=encoders[0].head)
 
-    def no_separate_pass(prefix=()):
+    def no_separate_pass(head=()):
         raise AssertionError("prompt_kv called")
 
     with torch.no_grad():
         cached = torch.stack(lms[0].score_rows(mine, conts, batch_size=8))
-        assert lms[0].prompt_cache.prefixes() == {tuple(encoders[0].head_ids)}
+        assert lms[0].prompt_cache.heads() == {tuple(encoders[0].head)}
         fresh.prompt_kv = no_separate_pass
         inline = torch.stack(fresh.score_rows(mine, conts, batch_size=8))
     assert torch.allclose(inline, cached, atol=1e-4)

@@ -16,6 +16,7 @@ import torch
 
 from softprompt.data.batching import Encoder
 from softprompt.data.tasks import load_named
+from softprompt.models.base import Base
 from softprompt.models.prompt import SoftPrompt
 from softprompt.prompts.demonstrations import demonstration_ids, demonstrations, draw_examples
 from softprompt.prompts.evaluate import label_scores
@@ -48,7 +49,7 @@ def _plain_scores(model, encoder: Encoder, prefix: list[int], rows) -> torch.Ten
 def _design_scores(model, tokenizer, task, train_rows, rows, shots: int, seed: int = 0):
     encoder = Encoder(task, tokenizer, 64)
     embeds, examples = demonstrations(model, encoder, train_rows, shots, seed)
-    tuned = TunedPrompt.build(model, tokenizer, SoftPrompt.frozen(embeds), task, 64)
+    tuned = TunedPrompt.build(Base(model, tokenizer), SoftPrompt.frozen(embeds), task, 64)
     scores, _ = label_scores(tuned.lm, tuned.encoder, rows, batch_size=4)
     return scores, encoder, examples
 
@@ -127,7 +128,7 @@ def test_eval_reports_the_majority_class_beside_the_scores(tiny, tweets):
     model, tokenizer = tiny
     task, rows = tweets
     embeds, _ = demonstrations(model, Encoder(task, tokenizer), rows, 0, 0)
-    tuned = TunedPrompt.build(model, tokenizer, SoftPrompt.frozen(embeds), task)
+    tuned = TunedPrompt.build(Base(model, tokenizer), SoftPrompt.frozen(embeds), task)
     picked = [r for r in rows if r["Label"] == task.labels[0]][:3] + [r for r in rows if r["Label"] == task.labels[1]][
         :1
     ]
@@ -164,7 +165,8 @@ def test_eval_sets_prompts_side_by_side_with_the_majority_class(smollm2, data_di
 
 def test_prompt_tuning_from_the_design_starts_as_the_design_and_trains_it(tiny, tiny_dir, data_dir, tmp_path):
     """--init prompt-design: step 0 is prompt design's prompt, made trainable; training moves it, same shape."""
-    from softprompt.training.train import fit, load_data
+    from softprompt.data.loading import load_data
+    from softprompt.training.train import fit
 
     config = TrainConfig(model=str(tiny_dir), task="raft/twitter_complaints", data_dir=str(data_dir),
                          dev_fraction=0.2, seed=3, dtype="float32", shots=2, init="prompt-design", max_steps=2,
@@ -175,7 +177,7 @@ def test_prompt_tuning_from_the_design_starts_as_the_design_and_trains_it(tiny, 
     assert start.requires_grad and torch.equal(start, design.lm.prompt.embedding)
     tuned = fit(config, base=tiny)
     assert tuned.lm.prompt.embedding.shape == start.shape and not torch.equal(tuned.lm.prompt.embedding, start)
-    assert tuned.meta["init"] == "prompt-design" and tuned.meta["shots"] == 2
+    assert tuned.record.init == "prompt-design" and tuned.record.shots == 2
     with pytest.raises(SoftpromptError, match="shots"):  # refused before any data or model loads
         TrainConfig(**{**vars(config), "shots": 0}).validate()
 
@@ -183,7 +185,8 @@ def test_prompt_tuning_from_the_design_starts_as_the_design_and_trains_it(tiny, 
 def test_prompt_tuning_from_the_design_on_the_real_model(smollm2, data_dir, tmp_path):
     """The real default model: the prompt is as long as the 4 examples' tokens, and a few steps lower the loss
     on the training rows below the design's it started from."""
-    from softprompt.training.train import fit, load_data
+    from softprompt.data.loading import load_data
+    from softprompt.training.train import fit
 
     config = TrainConfig(model="smollm2-135m", task="raft/twitter_complaints", data_dir=str(data_dir),
                          dev_fraction=0.2, init="prompt-design", max_steps=3, lr=0.003, dtype="float32", seed=1,

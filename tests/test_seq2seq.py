@@ -13,8 +13,10 @@ from softprompt.data.batching import pad_left, pad_right
 from softprompt.data.tasks import Task
 from softprompt.engine.prompted import ScoringMode
 from softprompt.engine.seq2seq import PromptedSeq2SeqLM
+from softprompt.models.base import Base
 from softprompt.models.prompt import init_prompt
 from softprompt.prompts import checkpoint
+from softprompt.prompts.record import FolderRecord
 from softprompt.prompts.tuned import TunedPrompt
 from softprompt.training.train import TrainConfig, fit
 
@@ -31,13 +33,13 @@ def _inputs(tokenizer, left: bool = False):
 def _our_logits(lm: PromptedSeq2SeqLM, ids, mask, decoder_ids) -> torch.Tensor:
     with torch.no_grad():
         states, full_mask = lm.encode(ids, mask)
-        return lm.base(encoder_outputs=(states,), attention_mask=full_mask, decoder_input_ids=decoder_ids).logits
+        return lm.model(encoder_outputs=(states,), attention_mask=full_mask, decoder_input_ids=decoder_ids).logits
 
 
 def _prompt(t5, seed=3) -> TunedPrompt:
     model, tokenizer = t5
     prompt = init_prompt(4, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
-    return TunedPrompt(PromptedSeq2SeqLM(model, prompt), tokenizer, TASK, meta={"init": "sampled-vocab"})
+    return TunedPrompt.build(Base(model, tokenizer), prompt, TASK, record=FolderRecord(init="sampled-vocab"))
 
 
 def test_peft_loads_our_seq2seq_folder_with_equal_logits(t5, tmp_path):

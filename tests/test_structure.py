@@ -5,6 +5,7 @@ can be read top to bottom on its own."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import softprompt
@@ -81,6 +82,16 @@ def test_every_module_sits_in_a_layer_and_imports_only_down():
         if dep not in top and _layer(dep) > _layer(name)
     ]
     assert not upward, upward
+
+
+def test_the_architecture_page_lists_every_module_and_no_other():
+    """docs/architecture.md's table names each module by its path under softprompt/, once."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    listed = re.findall(r"^\|[^|]*\| `([a-z0-9_]+/[a-z0-9_]+\.py)` \|", page, re.M)
+    package = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE
+                     and p.name != "__init__.py")  # fmt: skip
+    assert sorted(listed) == package, (set(listed) ^ set(package))
+    assert len(listed) == len(set(listed))
 
 
 def test_modules_and_functions_stay_small():

@@ -14,7 +14,7 @@ import torch
 
 from softprompt.data.tasks import Task
 from softprompt.models import synthetic
-from softprompt.models.base import load_base
+from softprompt.models.base import Base, load_base
 from softprompt.models.prompt import init_prompt
 from softprompt.prompts.tuned import TunedPrompt
 
@@ -98,7 +98,7 @@ def test_a_saved_folder_loads_through_load_base_and_scores(tmp_path, name):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), made.state_dict().values()))
     assert tokenizer(SENTENCE)["input_ids"] == SENTENCE_IDS
     prompt = init_prompt(4, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=1)
-    tuned = TunedPrompt.build(model, tokenizer, prompt, TASK)
+    tuned = TunedPrompt.build(Base(model, tokenizer), prompt, TASK)
     predictions = tuned.predict([{"text": "lost my bag"}, {"text": "a lovely flight"}])
     assert all(p["label"] in TASK.labels for p in predictions)
     assert all(torch.isfinite(torch.tensor(list(p["scores"].values()))).all() for p in predictions)

@@ -9,8 +9,9 @@ import sys
 import torch
 
 from softprompt.data.tasks import Task, load_named
-from softprompt.engine.causal import PromptedCausalLM
+from softprompt.models.base import Base
 from softprompt.models.prompt import init_prompt
+from softprompt.prompts.record import FolderRecord
 from softprompt.prompts.tuned import TunedPrompt
 from softprompt.toolbox.ensemble import combine, member_scores
 from softprompt.toolbox.inspect import nearest_tokens
@@ -21,7 +22,7 @@ TWEETS = Task("Tweet text : {Tweet text} Label : ", "Label", ["complaint", "no c
 def _member(smollm2, seed: int, n_tokens: int = 6) -> TunedPrompt:
     model, tokenizer = smollm2
     prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
-    return TunedPrompt(PromptedCausalLM(model, prompt), tokenizer, TWEETS)
+    return TunedPrompt.build(Base(model, tokenizer), prompt, TWEETS)
 
 
 def test_ensemble_of_five_in_one_forward_votes_as_members_alone(smollm2, data_dir):
@@ -50,7 +51,7 @@ def test_class_label_prompt_lists_label_words_as_nearest(smollm2, tmp_path):
     model, tokenizer = smollm2
     task = Task("Review : {text} Sentiment : ", "label", ["positive", "negative"])
     prompt = init_prompt(6, model.get_input_embeddings(), tokenizer, "class-label", label_words=task.label_words)
-    tuned = TunedPrompt(PromptedCausalLM(model, prompt), tokenizer, task, meta={"init": "class-label"})
+    tuned = TunedPrompt.build(Base(model, tokenizer), prompt, task, record=FolderRecord(init="class-label"))
     report = nearest_tokens(tuned, k=3)
     for position, word in enumerate(task.label_words):
         nearest = report["positions"][position]["nearest"][0]

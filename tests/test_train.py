@@ -87,7 +87,7 @@ def test_adafactor_keep_best_and_grad_accum(tiny, tiny_dir, data_dir, tmp_path):
     tuned = fit(config, base=tiny)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     best = min(records, key=lambda r: r["eval_loss"])
-    assert tuned.meta["step"] == best["step"]
+    assert tuned.record.step == best["step"]
     assert torch.equal(_prompt(tmp_path / "run"), _prompt(tmp_path / "run" / "best"))
     assert records[0]["lr"] == pytest.approx(0.3)
 
@@ -138,12 +138,12 @@ def test_real_model_learns_twitter_complaints(smollm2, data_dir, tmp_path):
     assert records[-1]["eval_loss"] < records[0]["eval_loss"]
     # The dev set fits one forward, so its evaluations ran the prompt inside it and cached nothing (the prompt
     # changed after each); the trained prompt is scored from its cache again.
-    assert not tuned.lm.prompt_cache.prefixes()
+    assert not tuned.lm.prompt_cache.heads()
     loaded = TunedPrompt.from_pretrained(tmp_path / "run", base=smollm2)
     assert torch.equal(loaded.lm.prompt.embedding, tuned.lm.prompt.embedding)
     rows = [{"Tweet text": "@united you lost my bag again, worst service ever"}, {"Tweet text": "what a lovely day"}]
     tuned.predict(rows)
-    assert tuned.lm.prompt_cache.prefixes()
+    assert tuned.lm.prompt_cache.heads()
     predictions = loaded.predict(rows)
     assert [set(p["scores"]) for p in predictions] == [{"complaint", "no complaint"}] * 2
     assert all(p["label"] == max(p["scores"], key=p["scores"].get) for p in predictions)
@@ -228,19 +228,3 @@ def test_a_checkpoint_from_before_the_epoch_closed_resumes_to_the_same_prompt(ti
     assert [(r["step"], r["epoch"], r["eval_loss"]) for r in records] == [
         (r["step"], r["epoch"], r["eval_loss"]) for r in straight
     ]
-
-
-def test_a_shipped_task_takes_template_and_verbalizer_flags_and_refuses_label_flags(data_dir):
-    """--template and --verbalizer reshape a named task (checked as any task); its labels are its own."""
-    from softprompt.training.train import load_data
-    from softprompt.utils.errors import ParameterError
-
-    config = TrainConfig(task="raft/twitter_complaints", data_dir=str(data_dir), template="Tweet : {Tweet text} ? ",
-                         verbalizer="complaint=yes,no complaint=no")  # fmt: skip
-    task, rows, _ = load_data(config)
-    assert task.label_words == ["yes", "no"] and task.fields == ["Tweet text"]
-    assert task.render(rows[0]) == f"Tweet : {rows[0]['Tweet text']} ? "
-    with pytest.raises(ParameterError, match="'maybe' is not a label"):
-        load_data(dataclasses.replace(config, verbalizer="maybe=yes"))
-    with pytest.raises(ParameterError, match="takes its label_field and labels from the task"):
-        load_data(dataclasses.replace(config, label_field="Label"))

@@ -22,8 +22,8 @@ def train(args: argparse.Namespace) -> None:
     config = _train_config(args)
     tuned = fit(config, overwrite=args.overwrite)
     print(f"saved prompt to {config.output}", file=sys.stderr)
-    if "metrics" in tuned.meta:
-        print(json.dumps(tuned.meta["metrics"]))
+    if tuned.record.metrics is not None:
+        print(json.dumps(tuned.record.metrics))
 
 
 def design(args: argparse.Namespace) -> None:
@@ -31,9 +31,9 @@ def design(args: argparse.Namespace) -> None:
 
     config = _train_config(args)
     tuned = run_design(config, overwrite=args.overwrite)
-    print(f"saved prompt design ({tuned.meta['shots']} examples) to {config.output}", file=sys.stderr)
-    if "metrics" in tuned.meta:
-        print(json.dumps(tuned.meta["metrics"]))
+    print(f"saved prompt design ({tuned.record.shots} examples) to {config.output}", file=sys.stderr)
+    if tuned.record.metrics is not None:
+        print(json.dumps(tuned.record.metrics))
 
 
 def _train_config(args: argparse.Namespace):
@@ -81,7 +81,7 @@ def evaluate(args: argparse.Namespace) -> None:
         tuned.task.check(rows, source)
         result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize,
                                 by_label=True)  # fmt: skip
-        results.append({"prompt": folder, "method": tuned.meta.get("method", "prompt-tuning"), **result})
+        results.append({"prompt": folder, "method": tuned.record.method.name, **result})
         print(json.dumps({"data": source, **results[-1]}), flush=True)
         if args.png:
             _confusion_png(Path(args.png), folder, result["confusion_matrix"], len(args.prompts) > 1)
@@ -107,17 +107,17 @@ def _confusion_png(target: Path, folder: str, confusion: dict, several: bool) ->
 
 def _load_each(args: argparse.Namespace):
     """(folder, TunedPrompt) for each of `eval`'s folders, in order; prompts of one base model share it loaded."""
-    from ..prompts.checkpoint import read_meta
+    from ..prompts.record import FolderRecord
     from ..prompts.tuned import TunedPrompt
 
     bases: dict[str, tuple] = {}
     for folder in args.prompts:
-        meta = read_meta(Path(folder))
-        ref = None if meta.get("method") == "model-tuning" else args.model or meta.get("base_model")
+        record = FolderRecord.read(folder)
+        ref = None if record.method.trains_model else args.model or record.base_model
         tuned = TunedPrompt.from_pretrained(folder, base=bases.get(ref), dtype=args.dtype, model=args.model,
                                             device=args.device)  # fmt: skip
         if ref:
-            bases.setdefault(ref, (tuned.lm.base, tuned.tokenizer))
+            bases.setdefault(ref, tuned.base)
         yield folder, tuned
 
 
@@ -158,8 +158,7 @@ def ensemble(args: argparse.Namespace) -> None:
     from ..toolbox.ensemble import evaluate_ensemble
 
     first = _load(args, args.prompts[0])
-    base = (first.lm.base, first.tokenizer)
-    members = [first] + [TunedPrompt.from_pretrained(folder, base=base) for folder in args.prompts[1:]]
+    members = [first] + [TunedPrompt.from_pretrained(folder, base=first.base) for folder in args.prompts[1:]]
     rows, source = _rows(args)
     first.task.check(rows, source)
     print(json.dumps({"data": source, **evaluate_ensemble(members, rows, args.batch_size, args.mode)}))

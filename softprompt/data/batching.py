@@ -35,8 +35,8 @@ class Encoder:
             raise ParameterError("max_length", "{n} leaves no room for the input after the label", n=self.max_length)
         # The template's text before its first field, tokenised, minus the last token (which may merge with
         # the text that follows): most rows start with these ids, so their keys/values can be cached.
-        head = next(string.Formatter().parse(self.task.template), ("",))[0]
-        self.head_ids = self.tokenize(head)[:-1] if head else []
+        text = next(string.Formatter().parse(self.task.template), ("",))[0]
+        self.head = self.tokenize(text)[:-1] if text else []  # the template head
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -36,29 +36,29 @@ class PromptedCausalLM(PromptedModel):
         self.prompt_cache = PromptKV()
 
     def _prompt_embeds(self, batch: int) -> torch.Tensor:
-        dtype = self.base.get_input_embeddings().weight.dtype
+        dtype = self.model.get_input_embeddings().weight.dtype
         return self.prompt().to(dtype).unsqueeze(0).expand(batch, -1, -1)
 
-    def prompt_embeds_with(self, prefix: Sequence[int] = ()) -> torch.Tensor:
-        """[1, N + len(prefix), d]: the prompt, then the embeddings of the `prefix` token ids, in the base's dtype."""
+    def prompt_embeds_with(self, ids: Sequence[int] = ()) -> torch.Tensor:
+        """[1, N + len(ids), d]: the prompt, then the embeddings of the token `ids`, in the base's dtype."""
         embeds = self._prompt_embeds(1)
-        if not prefix:
+        if not ids:
             return embeds
-        ids = torch.tensor([list(prefix)], device=embeds.device)
-        return torch.cat([embeds, self.base.get_input_embeddings()(ids)], dim=1)
+        tokens = torch.tensor([list(ids)], device=embeds.device)
+        return torch.cat([embeds, self.model.get_input_embeddings()(tokens)], dim=1)
 
-    def prompt_kv(self, prefix: Sequence[int] = ()) -> KV:
-        """The keys/values of the prompt, then of the `prefix` token ids if given, per layer, batch size 1;
-        kept (outside autograd) until the prompt changes."""
+    def prompt_kv(self, head: Sequence[int] = ()) -> KV:
+        """The keys/values of the prompt, then of the template `head`'s token ids if given, per layer, batch
+        size 1; kept (outside autograd) until the prompt changes."""
 
         def compute() -> KV:
-            embeds = self.prompt_embeds_with(prefix)
+            embeds = self.prompt_embeds_with(head)
             if not embeds.shape[1]:
-                return empty_kv(self.base.config, embeds)
-            out = self.base.base_model(inputs_embeds=embeds, use_cache=True)
+                return empty_kv(self.model.config, embeds)
+            out = self.model.base_model(inputs_embeds=embeds, use_cache=True)
             return [(layer.keys, layer.values) for layer in out.cache.layers]
 
-        return self.prompt_cache.get(self.prompt.embedding, prefix, compute)
+        return self.prompt_cache.get(self.prompt.embedding, head, compute)
 
     def hidden_states(
         self,
@@ -74,23 +74,23 @@ class PromptedCausalLM(PromptedModel):
         `with_prompt` (reference mode) also returns the prompt positions, [B, N + T, d], as PEFT does.
         """
         batch, _ = input_ids.shape
-        embeds = self.base.get_input_embeddings()(input_ids)
+        embeds = self.model.get_input_embeddings()(input_ids)
         if cache is None and self._mode(mode) is ScoringMode.REFERENCE:
             full_mask = torch.cat([attention_mask.new_ones(batch, self.n_prompt), attention_mask], dim=1)
-            out = self.base.base_model(
+            out = self.model.base_model(
                 inputs_embeds=torch.cat([self._prompt_embeds(batch), embeds], dim=1),
                 attention_mask=full_mask,
                 position_ids=_positions(full_mask, 0),
             )
             return out.last_hidden_state[:, 0 if with_prompt else self.n_prompt :], None
         if cache is None:
-            cache = expanded_cache(self.prompt_kv(), batch, self.base.config)
+            cache = expanded_cache(self.prompt_kv(), batch, self.model.config)
             past_mask = attention_mask.new_ones(batch, self.n_prompt)
         else:
             past_mask = cache.attention_mask
         full_mask = torch.cat([past_mask, attention_mask], dim=1)
         start = past_mask.sum(1, keepdim=True)
-        out = self.base.base_model(
+        out = self.model.base_model(
             inputs_embeds=embeds,
             attention_mask=full_mask,
             position_ids=start + _positions(attention_mask, 0),
@@ -102,8 +102,8 @@ class PromptedCausalLM(PromptedModel):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head on the given hidden states only, in float32."""
-        logits = self.base.get_output_embeddings()(hidden).float()
-        cap = getattr(self.base.config.get_text_config(), "final_logit_softcapping", None)
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
@@ -199,11 +199,11 @@ class PromptedCausalLM(PromptedModel):
     def _packs(self, rows, continuations, prompts: Sequence[PromptedCausalLM]) -> bool:
         """Whether these rows (row i under `prompts[i]`) can be packed on this model."""
         sizes = (p.n_prompt + len(row) + max(map(len, conts)) for row, conts, p in zip(rows, continuations, prompts))
-        return packable(self.base.config, max(sizes, default=0))
+        return packable(self.model.config, max(sizes, default=0))
 
     def _generate_alone(self, input_ids, attention_mask, max_new_tokens, eos_token_id, mode, sampling) -> list:
         cache = None if mode is ScoringMode.REFERENCE else expanded_cache(self.prompt_kv(), len(input_ids),
-                                                                        self.base.config)  # fmt: skip
+                                                                        self.model.config)  # fmt: skip
         if cache is not None:
             cache.attention_mask = attention_mask.new_ones(len(input_ids), self.n_prompt)
         return self._decode(input_ids, attention_mask, cache, max_new_tokens, eos_token_id, sampling)

@@ -101,7 +101,7 @@ def packed_scores(
     prompt at the front of every pack instead of from its cached keys/values."""
     batch = BatchMap.per_item(rows, lms)
     unique, owners = batch.prompts, batch.prompt_of
-    heads = [_shared_head(lm, [rows[i] for i in batch.items_of(o)]) for o, lm in enumerate(unique)]
+    heads = [_head_of(lm, [rows[i] for i in batch.items_of(o)]) for o, lm in enumerate(unique)]
     training = torch.is_grad_enabled() and unique[0].prompt.embedding.requires_grad
     if len(unique) == 1 and (training or inline):
         # Training one prompt: a separate batch-1 pass for its keys/values (and its backward) costs more in
@@ -128,7 +128,7 @@ def packed_scores(
     return conts.split(totals)
 
 
-def _shared_head(lm: PromptSource, rows: Sequence[list[int]]) -> list[int]:
+def _head_of(lm: PromptSource, rows: Sequence[list[int]]) -> list[int]:
     """`lm.head` where every one of its rows starts with it and goes on after it, else nothing: those
     tokens then go with the prompt, computed once per call (or per pack in training), not once per row."""
     head = lm.head
@@ -164,7 +164,7 @@ def _forward(first: PromptSource, slots, slot_owner: torch.Tensor, row_owner: to
         front = torch.cat([front, hidden_text], dim=1).expand(len(packs), -1, -1)
         allowed = torch.cat([front, allowed], dim=1)
         positions = torch.cat([torch.arange(n_front, device=device).expand(len(packs), -1), positions], dim=1)
-        embeds = first.base.get_input_embeddings()(ids)
+        embeds = first.model.get_input_embeddings()(ids)
         inputs = {"inputs_embeds": torch.cat([slots.expand(len(packs), -1, -1), embeds], dim=1), "use_cache": False}
     else:
         n_front = 0
@@ -172,12 +172,12 @@ def _forward(first: PromptSource, slots, slot_owner: torch.Tensor, row_owner: to
             tuple(torch.cat([kv[layer][part] for kv in slots], dim=2).expand(len(packs), -1, -1, -1) for part in (0, 1))
             for layer in range(len(slots[0]))
         ]
-        cache = DynamicCache(layers, config=first.base.config)
+        cache = DynamicCache(layers, config=first.model.config)
         inputs = {"input_ids": ids, "cache": cache, "use_cache": True}
     allowed = allowed.unsqueeze(1)
-    dtype = first.base.get_input_embeddings().weight.dtype
+    dtype = first.model.get_input_embeddings().weight.dtype
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    out = first.base.base_model(attention_mask=mask, position_ids=positions, **inputs)
+    out = first.model.base_model(attention_mask=mask, position_ids=positions, **inputs)
     hidden = out.last_hidden_state[:, n_front:]
     targets = [(b, *t) for b, pack in enumerate(packs) for t in pack.targets]
     at = torch.tensor([(b, i) for b, i, *_ in targets], device=device)

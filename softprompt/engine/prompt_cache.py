@@ -24,16 +24,16 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]  # (keys, values) per layer, [batch
 class PromptSource(Protocol):
     """What packing and the caches need of a prompted decoder-only model."""
 
-    base: PreTrainedModel
+    model: PreTrainedModel
     prompt: SoftPrompt
     head: list[int]  # token ids every input of its task starts with (the template's head), or none
 
     @property
     def n_prompt(self) -> int: ...
 
-    def prompt_embeds_with(self, prefix: Sequence[int] = ()) -> torch.Tensor: ...
+    def prompt_embeds_with(self, ids: Sequence[int] = ()) -> torch.Tensor: ...
 
-    def prompt_kv(self, prefix: Sequence[int] = ()) -> KV: ...
+    def prompt_kv(self, head: Sequence[int] = ()) -> KV: ...
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
 
@@ -50,21 +50,21 @@ class PromptKV:
         self._kvs: dict[tuple[int, ...], KV] = {}
         self.hits = 0  # calls answered from kept keys/values (a serving metric)
 
-    def prefixes(self) -> set[tuple[int, ...]]:
+    def heads(self) -> set[tuple[int, ...]]:
         """The template heads whose keys/values are kept now."""
         return set(self._kvs)
 
-    def get(self, prompt: torch.Tensor, prefix: Sequence[int], compute: Callable[[], KV]) -> KV:
+    def get(self, prompt: torch.Tensor, head: Sequence[int], compute: Callable[[], KV]) -> KV:
         if torch.is_grad_enabled() and prompt.requires_grad:
             return compute()
-        version, prefix = (id(prompt), prompt._version, prompt.data_ptr()), tuple(prefix)
+        version, head = (id(prompt), prompt._version, prompt.data_ptr()), tuple(head)
         if self._version != version:
             self._version, self._kvs = version, {}
-        if prefix in self._kvs:
+        if head in self._kvs:
             self.hits += 1
         else:
-            self._kvs[prefix] = compute()
-        return self._kvs[prefix]
+            self._kvs[head] = compute()
+        return self._kvs[head]
 
 
 def empty_kv(config, like: torch.Tensor) -> KV:
@@ -98,7 +98,7 @@ def mixed_prompt_cache(prompts: Sequence[PromptSource], prompt_of: Sequence[int]
             for part in (0, 1)
         )
         layers.append((keys, values))
-    cache = DynamicCache(layers, config=prompts[0].base.config)
+    cache = DynamicCache(layers, config=prompts[0].model.config)
     slots = torch.arange(longest, device=device)
     masks = torch.stack([(slots >= longest - p.n_prompt).long() for p in prompts])
     cache.attention_mask = masks[rows]

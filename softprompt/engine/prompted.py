@@ -37,16 +37,16 @@ class ScoringMode(StrEnum):
 class PromptedModel(nn.Module):
     def __init__(
         self,
-        base: PreTrainedModel,
+        model: PreTrainedModel,
         prompt: SoftPrompt,
         mode: ScoringMode | str = ScoringMode.PACKED,
         head: Sequence[int] = (),
     ) -> None:
         super().__init__()
-        hidden = base.config.get_text_config().hidden_size
+        hidden = model.config.get_text_config().hidden_size
         if prompt.hidden_size != hidden:
             raise ValueError(f"prompt hidden size {prompt.hidden_size} != model hidden size {hidden}")
-        self.base = base
+        self.model = model  # the frozen base model (a transformers PreTrainedModel)
         self.prompt = prompt.to(self.device)  # the same Parameter, moved: an optimizer made on it stays valid
         self.mode = ScoringMode(mode)
         self.head = list(head)  # token ids every input of this prompt's task starts with (its template's head)
@@ -54,7 +54,7 @@ class PromptedModel(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where the base runs (its input embeddings' device): every tensor of a forward is made there."""
-        return self.base.get_input_embeddings().weight.device
+        return self.model.get_input_embeddings().weight.device
 
     @property
     def n_prompt(self) -> int:
@@ -141,7 +141,7 @@ class PromptedModel(nn.Module):
 
     def _batch(self, rows: Sequence, prompts: Sequence[PromptedModel] | None) -> BatchMap:
         batch = BatchMap.per_item(rows, prompts if prompts is not None else [self] * len(rows))
-        if any(prompt.base is not self.base for prompt in batch.prompts):
+        if any(prompt.model is not self.model for prompt in batch.prompts):
             raise ValueError("every prompt of a batch must run on this model's base")
         return batch
 

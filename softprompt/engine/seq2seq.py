@@ -28,23 +28,23 @@ class PromptedSeq2SeqLM(PromptedModel):
         """
         order = torch.argsort(1 - attention_mask.long(), dim=1, stable=True)  # real tokens first, in order
         input_ids, attention_mask = input_ids.gather(1, order), attention_mask.gather(1, order)
-        embeds = self.base.get_input_embeddings()(input_ids)
+        embeds = self.model.get_input_embeddings()(input_ids)
         batch = input_ids.shape[0]
         prompt = self.prompt().to(embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
         mask = torch.cat([attention_mask.new_ones(batch, self.n_prompt), attention_mask], dim=1)
-        states = self.base.get_encoder()(inputs_embeds=torch.cat([prompt, embeds], dim=1), attention_mask=mask)
+        states = self.model.get_encoder()(inputs_embeds=torch.cat([prompt, embeds], dim=1), attention_mask=mask)
         return states.last_hidden_state, mask
 
     def _start(self, rows: int, device: torch.device) -> torch.Tensor:
-        return torch.full((rows, 1), self.base.config.decoder_start_token_id, dtype=torch.long, device=device)
+        return torch.full((rows, 1), self.model.config.decoder_start_token_id, dtype=torch.long, device=device)
 
     def decode_logprobs(
         self, states: torch.Tensor, mask: torch.Tensor, targets: Sequence[list[int]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """([R, M] log-probabilities of each target's tokens, [R, M] mask) given encoder states per row."""
-        target_ids, target_mask = pad_right(targets, self.base.config.pad_token_id, device=states.device)
+        target_ids, target_mask = pad_right(targets, self.model.config.pad_token_id, device=states.device)
         decoder_ids = torch.cat([self._start(len(targets), states.device), target_ids[:, :-1]], dim=1)
-        out = self.base(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_ids,
+        out = self.model(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_ids,
                         decoder_attention_mask=torch.ones_like(decoder_ids), use_cache=False)  # fmt: skip
         logprobs = F.log_softmax(out.logits.float(), dim=-1)
         picked = logprobs.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
@@ -58,7 +58,7 @@ class PromptedSeq2SeqLM(PromptedModel):
         lengths = attention_mask.sum(1).tolist()
         rows = [ids[len(ids) - n :] for ids, n in zip(input_ids.tolist(), lengths)]
         cuts = [len(row) - int(t) for row, t in zip(rows, target_lengths)]
-        ids, mask = pad_left([row[:cut] for row, cut in zip(rows, cuts)], self.base.config.pad_token_id,
+        ids, mask = pad_left([row[:cut] for row, cut in zip(rows, cuts)], self.model.config.pad_token_id,
                              device=input_ids.device)  # fmt: skip
         states, full_mask = self.encode(ids, mask)
         return self.decode_logprobs(states, full_mask, [row[cut:] for row, cut in zip(rows, cuts)])
@@ -84,7 +84,7 @@ class PromptedSeq2SeqLM(PromptedModel):
             nonlocal past
             decoded.extend([] if last is None else [last[:, None]])
             ids = decoded[-1] if use_cache and past is not None else torch.cat(decoded, dim=1)
-            out = self.base(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=ids, cache=past,
+            out = self.model(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=ids, cache=past,
                             use_cache=use_cache)  # fmt: skip
             past = out.cache if use_cache else None
             return out.logits[:, -1].float()

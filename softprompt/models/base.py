@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
@@ -24,6 +25,18 @@ from ..utils.errors import ParameterError
 from ..utils.hardware import DTYPES, resolve_device, resolve_dtype
 from .gguf_parts import SplitGGUF
 from .prepacked import prepack_linears, worth_prepacking
+
+
+class Base(NamedTuple):
+    """A frozen base model and its tokenizer: what every prompt of a task runs on, loaded once and shared by
+    the prompts of that model (`base.model`, `base.tokenizer`; it unpacks as the pair)."""
+
+    model: PreTrainedModel
+    tokenizer: object
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
 
 
 @dataclass(frozen=True)
@@ -121,7 +134,7 @@ def _embedded_cache(alias: str) -> Path:
 
 def load_base(
     ref: str = DEFAULT_MODEL, dtype: str = "auto", prepack: bool = True, device: str | torch.device = "auto"
-) -> tuple[PreTrainedModel, object]:
+) -> Base:
     """Load a frozen base model (eval mode, no grads) on `device` and a tokenizer that has a pad token.
 
     `device` "auto" is the first CUDA GPU where there is one, else the CPU (hardware.resolve_device); `dtype`
@@ -168,4 +181,4 @@ def load_base(
         # Reuse an existing token so the vocabulary (and the embedding matrix) stays the same size.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.name_or_path = ref
-    return model, tokenizer
+    return Base(model, tokenizer)

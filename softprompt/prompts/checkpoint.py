@@ -1,7 +1,7 @@
 """Prompt folders in PEFT's format, plus our metadata and the training state for `--resume`.
 
 A prompt folder holds `adapter_config.json` + `adapter_model.safetensors` (PEFT 0.21 loads it with
-`PeftModel.from_pretrained`) and `softprompt.json` (task, init, metrics), which PEFT ignores.
+`PeftModel.from_pretrained`) and `softprompt.json` (task, init, metrics: record.py's), which PEFT ignores.
 Every file is written to a temporary name and renamed, so a reader sees the old file or the new one.
 Weights are only ever read from safetensors; pickles are refused.
 """
@@ -85,26 +85,25 @@ def adapter_config(prompt: torch.Tensor, base_config, base_name: str, init: str,
     }
 
 
-def save_prompt(folder: Path, prompt: torch.Tensor, config: dict, meta: dict) -> None:
-    """PEFT's layout: [N * num_transformer_submodules, d] rows (seq2seq repeats the prompt; PEFT reads the first N)."""
+def save_prompt(folder: Path, prompt: torch.Tensor, config: dict) -> None:
+    """PEFT's layout: [N * num_transformer_submodules, d] rows (seq2seq repeats the prompt; PEFT reads the first
+    N). The folder's record is written after, by the caller."""
     folder = Path(folder)
     rows = prompt.detach().float().cpu().repeat(config.get("num_transformer_submodules", 1), 1).contiguous()
     atomic_write(folder / WEIGHTS, save({"prompt_embeddings": rows}))
     atomic_write(folder / CONFIG, json_bytes(config))
-    atomic_write(folder / META, json_bytes(meta))
 
 
-def save_model(folder: Path, model, tokenizer, meta: dict) -> None:
-    """A model-tuned folder: the model and tokenizer as Hugging Face saves them (safetensors), then our
-    metadata, written last, so a folder with softprompt.json is whole."""
+def save_model(folder: Path, model, tokenizer) -> None:
+    """A model-tuned folder: the model and tokenizer as Hugging Face saves them (safetensors). The record goes
+    first and is written again last, by the caller, so a folder with softprompt.json is whole."""
     folder = Path(folder)
     (folder / META).unlink(missing_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    atomic_write(folder / META, json_bytes(meta))
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -114,8 +113,8 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def load_prompt(folder: str | os.PathLike, hidden_size: int | None = None) -> tuple[torch.Tensor, dict, dict]:
-    """(prompt [N, d] float32, adapter config, our metadata or {}), each check a one-line error."""
+def load_prompt(folder: str | os.PathLike, hidden_size: int | None = None) -> tuple[torch.Tensor, dict]:
+    """(prompt [N, d] float32, adapter config), each check a one-line error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SoftpromptError(f"{folder}: no such prompt folder")
@@ -128,7 +127,7 @@ def load_prompt(folder: str | os.PathLike, hidden_size: int | None = None) -> tu
         pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
         hint = f" ({pickles[0]} is a pickle; we never load those)" if pickles else ""
         raise SoftpromptError(f"{folder}: no {WEIGHTS}{hint}")
-    config = _read_json(folder / CONFIG) if (folder / CONFIG).is_file() else {}
+    config = read_json(folder / CONFIG) if (folder / CONFIG).is_file() else {}
     if config.get("peft_type", "PROMPT_TUNING") != "PROMPT_TUNING":
         raise SoftpromptError(f"{folder / CONFIG}: peft_type {config['peft_type']!r} is not PROMPT_TUNING")
     try:
@@ -150,12 +149,7 @@ def load_prompt(folder: str | os.PathLike, hidden_size: int | None = None) -> tu
         check_hidden_size(folder, prompt, hidden_size)
     if not torch.isfinite(prompt).all():
         raise SoftpromptError(f"{weights}: prompt_embeddings holds NaN or Inf values")
-    return prompt, config, read_meta(folder)
-
-
-def read_meta(folder: Path) -> dict:
-    """Our metadata (softprompt.json) of a prompt or model folder, or {} where there is none (a PEFT folder)."""
-    return _read_json(Path(folder) / META) if (Path(folder) / META).is_file() else {}
+    return prompt, config
 
 
 def check_hidden_size(folder: Path, prompt: torch.Tensor, hidden_size: int) -> None:
@@ -241,7 +235,7 @@ def state_files(trained: dict[str, torch.Tensor], optimizer: torch.optim.Optimiz
 
 def load_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler) -> tuple[dict[str, torch.Tensor], dict]:
     """Restore optimizer, scheduler and RNG from a checkpoint folder; returns (the trained tensors, progress)."""
-    state = _read_json(folder / STATE_JSON)
+    state = read_json(folder / STATE_JSON)
     try:
         tensors = load_file(str(folder / STATE_TENSORS))
     except (SafetensorError, OSError) as exc:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from ..data.tasks import Task
 from ..utils.errors import SoftpromptError
-from .checkpoint import CONFIG, META, atomic_write, json_bytes, read_meta
+from .checkpoint import CONFIG, atomic_write
+from .method import Method
+from .record import FolderRecord
 
 CARD = "README.md"
 HUB_DATASETS = {  # the shipped tasks' data sets on the Hugging Face Hub
@@ -22,49 +24,44 @@ HUB_DATASETS = {  # the shipped tasks' data sets on the Hugging Face Hub
     "glue/sst2": "nyu-mll/glue",
     "superglue/rte": "aps/super_glue",
 }
-METHODS = {
-    "prompt-tuning": "A soft prompt trained in front of the frozen model (prompt tuning, Lester et al. 2021)",
-    "prompt-design": "A few-shot prompt (training examples written out in front of each input), not trained",
-    "model-tuning": "Every weight of the model trained (model tuning)",
-}
 LOG_ROWS = 12  # training-log rows shown (the last ones; metrics.jsonl has them all)
 
 
 def write_card(folder: str | Path) -> Path:
     """(Re)write `folder`/README.md from the folder's files; returns its path."""
     folder = Path(folder)
-    meta = read_meta(folder)
+    record = FolderRecord.read(folder)
     adapter = json.loads((folder / CONFIG).read_text()) if (folder / CONFIG).is_file() else None
     log = folder / "metrics.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-    text = render(folder.name, meta, adapter, records, (folder / "curves.png").is_file())
+    text = render(folder.name, record, adapter, records, (folder / "curves.png").is_file())
     atomic_write(folder / CARD, text.encode())
     return folder / CARD
 
 
-def render(name: str, meta: dict, adapter: dict | None, records: list[dict], curves: bool) -> str:
-    config = meta.get("train_config", {})
-    task = meta.get("task", {})
-    method = meta.get("method", "prompt-tuning")
-    base = meta.get("base_model") or config.get("model") or "unknown"
+def render(name: str, record: FolderRecord, adapter: dict | None, records: list[dict], curves: bool) -> str:
+    config = record.train_config or {}
+    task = record.task.to_json() if record.task else {}
+    base = record.base_model or config.get("model") or "unknown"
+    meta = record.to_json()
     parts = [
-        _front_matter(name, meta, base, task),
+        _front_matter(name, record.method, meta, base, task),
         f"# {name}\n",
-        f"{METHODS.get(method, method)}, for the task `{task.get('name') or 'custom'}` on `{base}`, made with "
+        f"{record.method.card}, for the task `{task.get('name') or 'custom'}` on `{base}`, made with "
         f"softprompt{_size(adapter)}.\n",
         _task_section(task),
         _results(meta),
         _training_log(records, curves),
         _recipe(config),
         _machine(meta),
-        _use(name, base, method, adapter, task),
+        _use(name, base, record.method, adapter, task),
     ]
     return "\n".join(part for part in parts if part)
 
 
-def _front_matter(name: str, meta: dict, base: str, task: dict) -> str:
+def _front_matter(name: str, method: Method, meta: dict, base: str, task: dict) -> str:
     lines = ["---", f"base_model: {json.dumps(base)}", "library_name: softprompt", "tags:"]
-    lines += [f"- {tag}" for tag in ("peft", meta.get("method", "prompt-tuning"), "softprompt", "text-classification")]
+    lines += [f"- {tag}" for tag in ("peft", method.name, "softprompt", "text-classification")]
     task_name = task.get("name") or "custom"
     hub = HUB_DATASETS.get(task_name)
     if hub:
@@ -181,7 +178,7 @@ def _machine(meta: dict) -> str:
     )
 
 
-def _use(name: str, base: str, method: str, adapter: dict | None, task: dict) -> str:
+def _use(name: str, base: str, method: Method, adapter: dict | None, task: dict) -> str:
     row = {field: "..." for field in Task.from_json(task).fields} if task else {"text": "..."}
     lines = ["## Use it\n", "```python", "from softprompt import TunedPrompt", "",
              f'tuned = TunedPrompt.from_pretrained("{name}")', f"tuned.predict([{json.dumps(row)}])",
@@ -193,7 +190,7 @@ def _use(name: str, base: str, method: str, adapter: dict | None, task: dict) ->
                   f'base, tokenizer = load_base("{adapter.get("base_model_name_or_path") or base}")',
                   "# (or transformers' AutoModelForCausalLM.from_pretrained with a hub id or folder)",
                   f'model = PeftModel.from_pretrained(base, "{name}")', "```"]  # fmt: skip
-    elif method == "model-tuning":
+    elif method.trains_model:
         lines += ["", "With transformers (the folder is a Hugging Face model):", "", "```python",
                   "from transformers import AutoModelForCausalLM", "",
                   f'model = AutoModelForCausalLM.from_pretrained("{name}")', "```"]  # fmt: skip
@@ -212,10 +209,10 @@ def record_evaluation(folder: str | Path, source: str, metrics: dict) -> None:
     """Add held-out metrics (an `eval --record`) to the folder's softprompt.json, under the data's name, and
     rewrite its card; the metadata file is replaced atomically, so the folder stays loadable throughout."""
     folder = Path(folder)
-    meta = read_meta(folder)
-    meta.setdefault("evaluations", {})[source] = metrics
+    record = FolderRecord.read(folder)
+    record.evaluations[source] = metrics
     try:
-        atomic_write(folder / META, json_bytes(meta))
+        record.write(folder)
         write_card(folder)
     except OSError as exc:
         raise SoftpromptError(f"{folder}: cannot record the evaluation ({exc.strerror or exc})") from None

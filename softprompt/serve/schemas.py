@@ -135,6 +135,6 @@ class TaskInfo(BaseModel):
             labels=tuned.task.labels,
             template=tuned.task.template,
             num_virtual_tokens=tuned.lm.n_prompt,
-            base_model=tuned.lm.base.name_or_path,
+            base_model=tuned.lm.model.name_or_path,
             prompt_version=served.version,
         )

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from ..models.base import Base
 from ..prompts import checkpoint
 from ..prompts.tuned import TunedPrompt
 from ..utils.errors import SoftpromptError
@@ -78,7 +79,7 @@ class PromptStore:
     The folder itself changes only under an exclusive lock on its `.lock` file, so other processes sharing it
     (replicas, see shared_store.py) read a task's folder whole, never half replaced."""
 
-    def __init__(self, base, root: Path) -> None:
+    def __init__(self, base: Base, root: Path) -> None:
         self.base = base
         self.root = Path(root)
         self._tasks: dict[str, Served] = {}
@@ -111,10 +112,10 @@ class PromptStore:
     def _load(self, folder: Path) -> TunedPrompt:
         self.loads += 1
         tuned = TunedPrompt.from_pretrained(folder, base=self.base)
-        if tuned.meta.get("base_model") not in (None, self.base[0].name_or_path):
+        if tuned.record.base_model not in (None, self.base.model.name_or_path):
             raise SoftpromptError(
-                f"{folder}: prompt was trained on {tuned.meta['base_model']!r}, this server runs "
-                f"{self.base[0].name_or_path!r}"
+                f"{folder}: prompt was trained on {tuned.record.base_model!r}, this server runs "
+                f"{self.base.model.name_or_path!r}"
             )
         return tuned
 

@@ -16,18 +16,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..data.loading import load_data
 from ..data.tasks import Row
-from ..models.base import EMBEDDED, load_base
+from ..models.base import EMBEDDED, Base, load_base
 from ..models.prepacked import prepacked_parameters
 from ..prompts.checkpoint import latest_checkpoint
+from ..prompts.method import MODEL_TUNING, PROMPT_DESIGN, PROMPT_TUNING, Method, method_named
 from ..prompts.tuned import TunedPrompt
 from ..training.run_folder import RunFolder
-from ..training.train import TrainConfig, fit, load_data
+from ..training.train import TrainConfig, fit
 from ..utils.errors import ParameterError
 from .prompt_design import run_design
 from .results_table import mean_and_range, read_csv, write_csv
 
-METHODS = ("prompt-tuning", "model-tuning", "prompt-design")
+METHODS = (PROMPT_TUNING.name, MODEL_TUNING.name, PROMPT_DESIGN.name)  # the order of the tables and lines
 COLUMNS = ("model", "parameters", "method", "seed", "dev_accuracy", "dev_macro_f1", "test_n", "test_accuracy",
            "test_macro_f1", "majority_accuracy", "majority_macro_f1", "seconds", "base_dtype")  # fmt: skip
 INTEGERS = ("parameters", "seed", "test_n")
@@ -42,15 +44,15 @@ def parameter_count(model, ref: str) -> int:
     return total - model.get_output_embeddings().weight.numel() if copied else total
 
 
-def _run(config: TrainConfig, method: str, shared) -> tuple[TunedPrompt, float]:
-    """One run of `method`; a prompt-tuning or prompt-design run shares `shared`, the base it never changes."""
+def _run(config: TrainConfig, method: Method, shared: Base | None) -> tuple[TunedPrompt, float]:
+    """One run of `method`; a run that leaves the model frozen shares `shared`, the base it never changes (model
+    tuning loads its own copy, in float32)."""
     start = time.perf_counter()
-    if method == "prompt-design":
+    if not method.trains:
         return run_design(config, base=shared, overwrite=True), time.perf_counter() - start
-    config = dataclasses.replace(config, method=method)
+    config = dataclasses.replace(config, method=method.name)
     resume = latest_checkpoint(RunFolder(config.output).checkpoints) is not None
-    base = shared if method == "prompt-tuning" else None  # model tuning loads its own copy, in float32
-    tuned = fit(config, base=base, resume=resume, overwrite=not resume)
+    tuned = fit(config, base=None if method.trains_model else shared, resume=resume, overwrite=not resume)
     return tuned, time.perf_counter() - start
 
 
@@ -66,7 +68,7 @@ def run_compare(
     target = output / "compare.csv"
     results = read_csv(target, INTEGERS) if target.is_file() else []
     done = {(r["model"], r["method"], r["seed"]) for r in results}
-    bases: dict[tuple[str, str], tuple] = {}  # the frozen base of the model at hand, shared by the runs that keep it
+    bases: dict[tuple[str, str], Base] = {}  # the frozen base of the model at hand, shared by the runs that keep it
     grid = [(m, method, s) for m in models for method in methods for s in seeds]
     for number, (model, method, seed) in enumerate(grid, 1):
         if (model, method, seed) in done:
@@ -74,25 +76,25 @@ def run_compare(
         print(f"compare: run {number}/{len(grid)}: {model} {method} seed {seed}", file=sys.stderr)
         folder = output / "runs" / model.replace("/", "_") / method / f"seed-{seed}"
         config = dataclasses.replace(base_config, model=model, seed=seed, output=str(folder), progress=False)
-        if method != "model-tuning" and (model, config.dtype) not in bases:
+        if not method_named(method).trains_model and (model, config.dtype) not in bases:
             bases.clear()
             bases[model, config.dtype] = load_base(model, config.dtype, device=config.device)
         try:
-            tuned, seconds = _run(config, method, bases.get((model, config.dtype)))
+            tuned, seconds = _run(config, method_named(method), bases.get((model, config.dtype)))
         except ParameterError as exc:  # model tuning that cannot fit here: the plot shows where it ends
             if exc.param != "method":
                 raise
             print(f"compare: {model} {method} not run: {exc}", file=sys.stderr)
             continue
-        _, _, dev_rows = load_data(config)
+        dev_rows = load_data(config).dev
         dev = tuned.evaluate(dev_rows, config.eval_batch_size) if dev_rows else {}
         test = tuned.evaluate(test_rows, config.eval_batch_size)
         results.append({
-            "model": model, "parameters": parameter_count(tuned.lm.base, model), "method": method, "seed": seed,
+            "model": model, "parameters": parameter_count(tuned.lm.model, model), "method": method, "seed": seed,
             "dev_accuracy": dev.get("accuracy", ""), "dev_macro_f1": dev.get("macro_f1", ""), "test_n": test["n"],
             "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
             "majority_accuracy": test["majority_accuracy"], "majority_macro_f1": test["majority_macro_f1"],
-            "seconds": round(seconds, 1), "base_dtype": tuned.meta.get("base_dtype", ""),
+            "seconds": round(seconds, 1), "base_dtype": tuned.record.base_dtype or "",
         })  # fmt: skip
         write_csv(results, target, COLUMNS)
         RunFolder(folder).prune()  # recorded, so never resumed: a grid of model-tuning runs would fill the disk

@@ -28,7 +28,7 @@ def check_members(members: Sequence[TunedPrompt]) -> None:
     for member in members[1:]:
         if member.task.labels != first.task.labels or member.task.template != first.task.template:
             raise SoftpromptError("ensemble members must share the task's template and labels")
-        if member.lm.base is not first.lm.base:
+        if member.lm.model is not first.lm.model:
             raise SoftpromptError("ensemble members must run on the same base model")
 
 

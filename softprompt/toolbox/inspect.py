@@ -16,7 +16,7 @@ def nearest_tokens(tuned: TunedPrompt, k: int = 5) -> dict:
     """Per prompt position: its norm and the k nearest tokens; plus how many positions have a label word's
     token among their neighbours (class-label prompts keep label words nearby)."""
     tokenizer = tuned.tokenizer
-    table = tuned.lm.base.get_input_embeddings()
+    table = tuned.lm.model.get_input_embeddings()
     # The vocabulary as the model itself embeds it (Gemma scales its embeddings).
     vocab = table(torch.arange(table.num_embeddings, device=table.weight.device)).float()
     prompt = tuned.lm.prompt.embedding.detach().float()

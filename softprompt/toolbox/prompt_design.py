@@ -10,35 +10,36 @@ The demonstrations themselves (which examples, how they are written and cut) are
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
+from ..data.loading import load_data
+from ..models.base import Base
 from ..models.prompt import SoftPrompt
 from ..prompts import checkpoint
+from ..prompts.demonstrations import demonstrations
+from ..prompts.method import PROMPT_DESIGN
 from ..prompts.model_card import write_card
-from ..prompts.tuned import TunedPrompt
-from ..training.methods import base_for_run, run_demonstrations
-from ..training.train import load_data
+from ..prompts.tuned import TunedPrompt, encoder_for
+from ..training.methods import base_for_run
 from ..training.train_config import TrainConfig
 from ..utils.errors import ParameterError
 
 
-def run_design(config: TrainConfig, base=None, overwrite: bool = False) -> TunedPrompt:
+def run_design(config: TrainConfig, base: Base | None = None, overwrite: bool = False) -> TunedPrompt:
     """Prompt design over `config`'s data, model, seed, shots, max_length and output: the prompt folder it writes
-    holds the demonstrations, with the dev metrics (if `config` carves or names a dev set) in its metadata."""
+    holds the demonstrations, with the dev metrics (if `config` carves or names a dev set) in its record."""
     output = Path(config.output)
     if (output / checkpoint.WEIGHTS).exists() and not overwrite:
         raise ParameterError("output", "{path} already holds a prompt; pass {overwrite} or another {output}",
                              path=str(output))  # fmt: skip
     task, train_rows, eval_rows = load_data(config)
-    model, tokenizer, meta = base_for_run(config, base, config.dtype, "prompt-design")
-    embeds, examples = run_demonstrations(config, task, train_rows, model, tokenizer)
-    prompt = SoftPrompt.frozen(embeds)
-    meta.update(init="prompt-design", shots=len(examples), examples=examples)
-    tuned = TunedPrompt.build(model, tokenizer, prompt, task, config.max_length, meta)
+    base, record = base_for_run(config, base, config.dtype, PROMPT_DESIGN)
+    encoder = encoder_for(base, task, config.max_length)
+    embeds, examples = demonstrations(base.model, encoder, train_rows, config.shots, config.seed)
+    record.init, record.shots, record.examples = PROMPT_DESIGN.name, len(examples), examples
+    tuned = TunedPrompt.build(base, SoftPrompt.frozen(embeds), encoder, record=record)
     if eval_rows:
-        tuned.meta["metrics"] = tuned.evaluate(eval_rows, config.eval_batch_size, by_label=True)
-    tuned.meta["train_config"] = dataclasses.asdict(config)  # the recipe, for the model card
+        tuned.record.metrics = tuned.evaluate(eval_rows, config.eval_batch_size, by_label=True)
     tuned.save_pretrained(output)
     write_card(output)
     return tuned

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.tasks import Row
+from ..models.base import Base
 from ..models.prompt import INITS
 from ..training.train import TrainConfig, fit
 from ..utils.errors import ParameterError
@@ -26,7 +27,7 @@ def run_sweep(
     seeds: Sequence[int],
     test_rows: Sequence[Row],
     output: Path,
-    base=None,
+    base: Base | None = None,
 ) -> list[dict]:
     """Train every (length, init, seed) and evaluate it on `test_rows`; rows go to output/sweep.csv as they come."""
     unknown = [init for init in inits if init not in INITS]
@@ -42,7 +43,7 @@ def run_sweep(
         config = dataclasses.replace(base_config, num_virtual_tokens=length, init=init, seed=seed,
                                      output=str(folder), progress=False)  # fmt: skip
         tuned = fit(config, base=base, overwrite=True)
-        base = base or (tuned.lm.base, tuned.tokenizer)
+        base = base or tuned.base
         metrics = tuned.evaluate(test_rows, config.eval_batch_size)
         steps = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])["step"]
         results.append({"num_virtual_tokens": length, "init": init, "seed": seed, "n": metrics["n"],

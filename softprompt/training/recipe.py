@@ -16,13 +16,11 @@ from .train_config import TrainConfig
 
 def make_optimizer(config: TrainConfig, params, total_steps: int):
     """(optimizer, scheduler) for the chosen recipe; a whole model takes a thousand times smaller steps."""
-    model_tuning = config.method == "model-tuning"
+    lr = config.trained_method.lr[config.optimizer] if config.lr is None else config.lr
     if config.optimizer == "adafactor":
-        lr = (1e-3 if model_tuning else 0.3) if config.lr is None else config.lr
         decay = 1e-5 if config.weight_decay is None else config.weight_decay
         optimizer = torch.optim.Adafactor(params, lr=lr, weight_decay=decay, beta2_decay=-0.8)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    lr = (3e-5 if model_tuning else 3e-2) if config.lr is None else config.lr
     decay = 0.01 if config.weight_decay is None else config.weight_decay
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay)
     warmup = config.warmup_steps

@@ -58,13 +58,15 @@ class Due:
     stop: bool
 
 
-def after_step(progress: Progress, plan: Plan) -> Due:
+def after_step(progress: Progress, plan: Plan, close_only: bool = False) -> Due:
     """The rule, applied to the progress of a step just taken (`batch` counts it, the epoch is not yet closed).
+    With `close_only`, the step's own evaluation was made before a checkpoint saved between an epoch's last
+    step and its close (older releases saved there): only the epoch's close is owed.
 
     An every-N-steps evaluation is logged with the epoch it ran in, a per-epoch one with the epochs done."""
     epoch_end = progress.batch >= plan.epoch_steps
     stop = progress.step >= plan.total_steps
-    every = bool(plan.eval_every) and progress.step % plan.eval_every == 0
+    every = bool(plan.eval_every) and progress.step % plan.eval_every == 0 and not close_only
     evaluate = every or (not plan.eval_every and epoch_end) or (stop and not epoch_end)
     saves = bool(plan.save_steps) and progress.step % plan.save_steps == 0
     log_epoch = progress.epoch + (epoch_end and not plan.eval_every)

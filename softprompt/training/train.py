@@ -19,8 +19,10 @@ import torch
 from tqdm import tqdm
 
 from ..data.batching import chunks
-from ..data.tasks import Row, Task, labels_found, load_named, parse_labels, parse_mapping, read_rows, split_dev
+from ..data.loading import load_data
+from ..data.tasks import Row
 from ..engine.prompted import ScoringMode
+from ..models.base import Base
 from ..prompts import checkpoint
 from ..prompts.model_card import write_card
 from ..prompts.plots import plot_curves
@@ -28,45 +30,14 @@ from ..prompts.tuned import TunedPrompt
 from ..utils.errors import ParameterError
 from ..utils.hardware import resolve_device
 from .distributed import DataParallel
-from .methods import load_trained, make_tuned, trained_tensors
+from .methods import load_trained, make_tuned
 from .recipe import epoch_batches, make_optimizer
 from .reporting import open_reporter
-from .run_folder import RunFolder
+from .run_folder import RunFolder, Start
 from .schedule import Due, Plan, Progress, after_step
 from .train_config import METRICS, TrainConfig
 
-__all__ = ["METRICS", "TrainConfig", "Trainer", "fit", "load_data", "make_tuned", "resume_config"]
-
-
-def load_data(config: TrainConfig) -> tuple[Task, list[Row], list[Row] | None]:
-    """The task and its training rows, plus evaluation rows from --eval or a dev split carved from train."""
-    data_dir = Path(config.data_dir) if config.data_dir else None
-    if config.task:
-        if config.label_field or config.labels:
-            raise ParameterError("task", "takes its {label_field} and {labels} from the task; give them with {train}")
-        task, rows, source = load_named(config.task, "train", data_dir)
-        overrides = {"template": config.template} if config.template else {}
-        if config.verbalizer:
-            overrides["verbalizer"] = parse_mapping(config.verbalizer, "verbalizer")
-        task = dataclasses.replace(task, **overrides)  # checked again, as a task built from flags is
-    else:
-        if not config.template or not config.label_field:
-            raise ParameterError("train", "needs {template} and {label_field}")
-        source, rows = config.train, read_rows(config.train)
-        labels = parse_labels(config.labels) if config.labels else labels_found(rows, config.label_field, source)
-        verbalizer = parse_mapping(config.verbalizer, "verbalizer") if config.verbalizer else {}
-        task = Task(config.template, config.label_field, labels, verbalizer, name=Path(source).stem)
-    task.check(rows, source)
-    if config.train_limit and config.train_limit < len(rows):
-        # A stratified subset, so a large training set (SST-2's 67k rows) can run as a few-shot task.
-        _, rows = split_dev(rows, config.train_limit / len(rows), config.seed, task.label_field)
-    eval_rows = None
-    if config.eval:
-        eval_rows = read_rows(config.eval)
-        task.check(eval_rows, config.eval)
-    elif config.dev_fraction:
-        rows, eval_rows = split_dev(rows, config.dev_fraction, config.seed, task.label_field)
-    return task, rows, eval_rows
+__all__ = ["METRICS", "TrainConfig", "Trainer", "fit", "make_tuned", "resume_config"]
 
 
 class Trainer:
@@ -80,7 +51,10 @@ class Trainer:
         eval_rows: list[Row] | None,
         folder: RunFolder,
         parallel: DataParallel,
+        resume_from: Path | None = None,
     ) -> None:
+        """The run set up, from its start or (`resume_from`) from a checkpoint: optimizer, scheduler, RNG,
+        progress and what is trained restored, and the metrics reporter opened at that step."""
         self.config, self.tuned, self.folder, self.parallel = config, tuned, folder, parallel
         self.train_rows, self.eval_rows = train_rows, eval_rows
         label_ids = tuned.encoder.label_ids
@@ -88,27 +62,43 @@ class Trainer:
         epoch_steps = math.ceil(math.ceil(len(self.encoded) / config.batch_size) / config.grad_accum)
         total_steps = config.max_steps or epoch_steps * config.epochs
         self.plan = Plan(epoch_steps, total_steps, config.eval_every, config.save_steps)
-        self.trained = trained_tensors(tuned)  # the prompt, or with --method model-tuning every weight
+        self.trained = tuned.record.method.trained_tensors(tuned.lm)  # the prompt, or every weight
         self.optimizer, self.scheduler = make_optimizer(config, list(self.trained.values()), total_steps)
         self.progress = Progress(config=dataclasses.asdict(config))
         # The prompt changes between dev evaluations, so keys/values computed apart would never be reused: a dev
         # set that fits one forward runs the prompt inside it instead.
         fits = len(eval_rows or ()) <= config.eval_batch_size
         self.eval_mode = ScoringMode.PACKED_INLINE if fits and tuned.lm.mode is ScoringMode.PACKED else None
+        if resume_from is not None:
+            self._resume(resume_from)
+        self.started = time.perf_counter() - self.progress.seconds  # a resumed run counts its earlier parts
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        self.reporter = open_reporter(config.report_to, folder.path, self.progress.step) if parallel.main else None
 
     @classmethod
     def build(
-        cls, config: TrainConfig, base=None, folder: RunFolder | None = None, parallel: DataParallel | None = None
+        cls,
+        config: TrainConfig,
+        base: Base | None = None,
+        folder: RunFolder | None = None,
+        parallel: DataParallel | None = None,
+        start: Start | None = None,
     ) -> Trainer:
-        """Load the data and the model (unless `base` is given) and make the prompt the config asks for."""
+        """Load the data and the model (unless `base` is given) and make the prompt the config asks for; then, as
+        `start` says, clear the folder's previous run (only now, so a run that cannot start leaves it whole) or
+        resume from its checkpoint."""
         task, train_rows, eval_rows = load_data(config)
         tuned = make_tuned(config, task, train_rows, base)
         parallel = parallel or DataParallel(resolve_device(config.device))
         if config.shard_base:
-            parallel.shard_blocks(tuned.lm.base)
-        return cls(config, tuned, train_rows, eval_rows, folder or RunFolder(config.output, parallel.main), parallel)
+            parallel.shard_blocks(tuned.lm.model)
+        folder = folder or RunFolder(config.output, parallel.main)
+        if start is not None and start.clear:
+            folder.clear()
+        resume_from = start.resume_from if start is not None else None
+        return cls(config, tuned, train_rows, eval_rows, folder, parallel, resume_from)
 
-    def resume(self, folder: Path) -> None:
+    def _resume(self, folder: Path) -> None:
         trained, progress = checkpoint.load_state(folder, self.optimizer, self.scheduler)
         self.progress = Progress.from_json(progress)
         with torch.no_grad():
@@ -219,16 +209,13 @@ class Trainer:
 
     def run(self) -> TunedPrompt:
         config, progress = self.config, self.progress
-        self.started = time.perf_counter() - progress.seconds
-        self.reporter = open_reporter(config.report_to, self.folder.path, progress.step) if self.parallel.main else None
-        self.folder.path.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=self.plan.total_steps, initial=progress.step, unit="step",
                    disable=not (config.progress and self.parallel.main))  # fmt: skip
         done = progress.step >= self.plan.total_steps
         if not done and progress.batch == self.plan.epoch_steps:
             # A checkpoint from before the after-step rule, saved between an epoch's last step and its close:
             # the step's own evaluation and save are done; the epoch's close is still owed.
-            done = self._carry_out(dataclasses.replace(after_step(progress, self.plan), evaluate=not config.eval_every))
+            done = self._carry_out(after_step(progress, self.plan, close_only=True))
         lengths = [len(source) + len(target) for source, target in self.encoded]
         while not done:
             batches = epoch_batches(lengths, config.batch_size, config.seed, progress.epoch, config.bucket)
@@ -248,10 +235,9 @@ class Trainer:
         if not self.parallel.main:
             return self.tuned
         if self.config.keep_best and (self.folder.best / checkpoint.META).is_file():
-            meta = load_trained(self.folder.best, self.tuned)
-            self.tuned.meta.update(metrics=meta.get("metrics"), step=meta.get("step"))
-        self.tuned.meta["train_seconds"] = round(time.perf_counter() - self.started, 1)
-        self.tuned.save_pretrained(self.folder.path)
+            best = load_trained(self.folder.best, self.tuned)
+            self.tuned.record.metrics, self.tuned.record.step = best.metrics, best.step
+        self.tuned.save_pretrained(self.folder.path, train_seconds=round(time.perf_counter() - self.started, 1))
         plot_curves(self.folder.metrics, self.folder.path / "curves.png")
         write_card(self.folder.path)
         if self.reporter is not None:
@@ -266,7 +252,7 @@ def resume_config(output: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(Progress.from_json(state["progress"]).config, str(folder / checkpoint.STATE_JSON))
 
 
-def fit(config: TrainConfig, base=None, resume: bool = False, overwrite: bool = False) -> TunedPrompt:
+def fit(config: TrainConfig, base: Base | None = None, resume: bool = False, overwrite: bool = False) -> TunedPrompt:
     """Train a prompt as `config` says; with `resume`, continue from the newest checkpoint in config.output.
 
     A folder that already holds a run is only reused with `resume` (continue) or `overwrite` (start over); that
@@ -276,10 +262,4 @@ def fit(config: TrainConfig, base=None, resume: bool = False, overwrite: bool = 
     parallel = DataParallel(resolve_device(config.device))
     folder = RunFolder(config.output, parallel.main)
     with folder.lock():
-        start = folder.start(resume, overwrite)
-        trainer = Trainer.build(config, base, folder, parallel)
-        if start.clear:
-            folder.clear()
-        if start.resume_from is not None:
-            trainer.resume(start.resume_from)
-        return trainer.run()
+        return Trainer.build(config, base, folder, parallel, folder.start(resume, overwrite)).run()

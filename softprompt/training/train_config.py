@@ -13,13 +13,13 @@ from typing import Any
 
 from ..models.base import DEFAULT_MODEL
 from ..models.prompt import INITS
+from ..prompts.method import PROMPT_DESIGN, PROMPT_TUNING, TRAINED, Method, method_named
 from ..utils.errors import ParameterError, SoftpromptError
 from ..utils.hardware import DEVICE_HELP, DTYPE_CHOICES, resolve_device
 from .reporting import REPORT_TO, check_installed
 
 METRICS = ("loss", "accuracy", "macro_f1")
-DESIGN_INIT = "prompt-design"  # the prompt starts as `shots` demonstrations (demonstrations.py), not from INITS
-METHODS = ("prompt-tuning", "model-tuning")
+DESIGN_INIT = PROMPT_DESIGN.name  # the prompt starts as `shots` demonstrations (demonstrations.py), not from INITS
 OPTIMIZERS = ("adamw", "adafactor")
 DTYPE_HELP = (
     "base dtype: auto (bfloat16 where the CPU or GPU runs it natively, else float32 on a CPU and float16 on a GPU), "
@@ -38,10 +38,10 @@ class TrainConfig:
 
     model: str = option(DEFAULT_MODEL, "base model: smollm2-135m (default), gemma3-270m, a local HF folder or a hub id")
     method: str = option(
-        "prompt-tuning",
+        PROMPT_TUNING.name,
         "what trains: the prompt (prompt-tuning), or every weight of the model (model-tuning, the paper's upper "
         "baseline: float32, saves a Hugging Face model folder)",
-        METHODS,
+        TRAINED,
     )
     dtype: str = option("auto", DTYPE_HELP + " (the prompt always trains in float32)", DTYPE_CHOICES)
     device: str = option("auto", DEVICE_HELP)
@@ -125,6 +125,10 @@ class TrainConfig:
             values[name] = value
         return cls(**values)
 
+    @property
+    def trained_method(self) -> Method:
+        return method_named(self.method)
+
     def validate(self) -> None:
         """Fail on what is wrong before any data or model loads."""
         for field in dataclasses.fields(self):
@@ -133,7 +137,7 @@ class TrainConfig:
                 raise ParameterError.not_one_of(field.name, value, choices)
         check_installed(self.report_to)
         resolve_device(self.device)  # a GPU asked for on a machine without one: one line, before anything loads
-        if self.shard_base and self.method == "model-tuning":
+        if self.shard_base and self.trained_method.trains_model:
             raise ParameterError("shard_base", "shards a frozen base; {method} model-tuning trains every weight")
         if (self.task is None) == (self.train is None):
             raise ParameterError("task", "give exactly one of {task} (a shipped task) or {train} (a file)")

@@ -107,6 +107,30 @@ def test_model_tuning_that_cannot_fit_fails_before_training(tiny_dir, data_dir, 
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
+def test_the_memory_check_counts_what_the_optimizer_really_keeps(tiny_dir, optimizer):
+    """optimizer_bytes is the gradients plus the state the optimizer holds after a step: AdamW's two moments,
+    Adafactor's factored second moment (the paper's model tuning; far smaller, so 1.5B fits in 24 GB)."""
+    import torch
+
+    from softprompt.training.methods import optimizer_bytes
+
+    model = load_base(str(tiny_dir), "float32").model
+    model.requires_grad_(True)
+    params = [p for p in model.parameters()]
+    make = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adafactor
+    step = make(params, lr=1e-3)
+    for param in params:
+        param.grad = torch.ones_like(param)
+    step.step()
+    state = sum(value.numel() * value.element_size() for slots in step.state.values() for value in slots.values()
+                if torch.is_tensor(value) and value.dim() > 0)  # fmt: skip
+    grads = sum(param.grad.numel() * param.grad.element_size() for param in params)
+    assert optimizer_bytes(model, optimizer) == grads + state
+    weights = sum(param.numel() * 4 for param in params)
+    assert (state < 0.1 * weights) if optimizer == "adafactor" else (state == 2 * weights)
+
+
 def test_a_model_folder_holding_only_a_pickle_is_refused_unread(tiny_dir, tmp_path, monkeypatch):
     """Weights are read from safetensors only: a model folder whose weights are a pickle gets one line."""
     from softprompt.utils.errors import ParameterError

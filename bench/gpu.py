@@ -50,12 +50,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from softprompt import hardware, synthetic  # noqa: E402
 from softprompt.data.batching import pad_left  # noqa: E402
 from softprompt.data.tasks import Task  # noqa: E402
+from softprompt.models import synthetic  # noqa: E402
 from softprompt.models.base import Base  # noqa: E402
 from softprompt.models.prompt import SoftPrompt, init_prompt  # noqa: E402
 from softprompt.prompts.tuned import TunedPrompt  # noqa: E402
+from softprompt.utils import hardware  # noqa: E402
 
 MODELS = ("smollm2-135m", "qwen2.5-1.5b", "qwen2.5-7b")
 VIRTUAL_TOKENS = (8, 100)

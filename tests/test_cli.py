@@ -99,3 +99,12 @@ def test_named_configs_are_valid_train_configs(name):
     config.validate()
     assert config.task == "raft/twitter_complaints" and config.dev_fraction == 0.2
     assert config.model == {"seed_recipe": "smollm2-135m", "demo": "qwen2.5-0.5b"}[name]
+
+
+def test_design_offers_only_what_prompt_design_uses(capsys):
+    text = _help("design")
+    assert "--shots" in text and "--seed" in text and "--no-progress" in text
+    assert "--lr" not in text and "--epochs" not in text and "--num-virtual-tokens" not in text
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["design", "--task", "raft/twitter_complaints", "--lr", "1"])
+    assert "unrecognized arguments: --lr 1" in capsys.readouterr().err

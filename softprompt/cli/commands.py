@@ -46,9 +46,8 @@ def _train_config(args: argparse.Namespace):
             values = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise SoftpromptError(f"{args.config}: {exc}") from None
-    flags = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
-    }
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}  # design takes a few
+    flags = {name: value for name, value in given.items() if value is not None}
     return TrainConfig.from_dict({**values, **flags}, args.config or "flags")
 
 
@@ -80,7 +79,7 @@ def evaluate(args: argparse.Namespace) -> None:
     for folder, tuned in _load_each(args):
         tuned.task.check(rows, source)
         result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize,
-                                by_label=True)  # fmt: skip
+                                by_label=True, progress=args.progress)  # fmt: skip
         results.append({"prompt": folder, "method": tuned.record.method.name, **result})
         print(json.dumps({"data": source, **results[-1]}), flush=True)
         if args.png:
@@ -130,7 +129,8 @@ def predict(args: argparse.Namespace) -> None:
     else:
         tuned = _load(args, args.prompt)
         tuned.task.check(rows, source, labelled=False)
-        predictions, labels = tuned.predict(rows, args.batch_size, args.length_normalize), tuned.task.labels
+        predictions = tuned.predict(rows, args.batch_size, args.length_normalize, progress=args.progress)
+        labels = tuned.task.labels
     write_predictions(args.output, predictions, labels)
     print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
 
@@ -161,7 +161,8 @@ def ensemble(args: argparse.Namespace) -> None:
     members = [first] + [TunedPrompt.from_pretrained(folder, base=first.base) for folder in args.prompts[1:]]
     rows, source = _rows(args)
     first.task.check(rows, source)
-    print(json.dumps({"data": source, **evaluate_ensemble(members, rows, args.batch_size, args.mode)}))
+    result = evaluate_ensemble(members, rows, args.batch_size, args.mode, progress=args.progress)
+    print(json.dumps({"data": source, **result}))
 
 
 def _names(text: str) -> list[str]:
@@ -236,7 +237,7 @@ def transfer(args: argparse.Namespace) -> None:
     target = target[: args.target_limit] if args.target_limit else target
     tuned = fit(config, overwrite=args.overwrite)
     tuned.task.check(target, args.target)
-    result = tuned.evaluate(target, config.eval_batch_size)
+    result = tuned.evaluate(target, config.eval_batch_size, progress=config.progress)
     print(json.dumps({"source": config.task or config.train, "target": args.target, **result}))
 
 

@@ -7,7 +7,8 @@ import argparse
 import dataclasses
 import typing
 
-from ..training.train_config import DTYPE_HELP, TrainConfig
+from ..models.base import MODEL_HELP
+from ..training.train_config import DESIGN_OPTIONS, DTYPE_HELP, TrainConfig
 from ..utils.hardware import DEVICE_HELP, DTYPE_CHOICES
 
 
@@ -21,11 +22,14 @@ def _value_type(hint: object) -> type:
     return next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Every TrainConfig field as a flag (defaults left None, so a TOML file can fill what flags don't)."""
+def add_config_options(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Every TrainConfig field (or those named in `only`) as a flag, defaults left None so that a TOML file can
+    fill what flags don't."""
     parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
+        if only is not None and field.name not in only:
+            continue
         help = field.metadata["help"]
         kind = _value_type(hints[field.name])
         if kind is bool:
@@ -53,11 +57,13 @@ def add_prompt_options(parser: argparse.ArgumentParser, several: bool = False, p
     parser.add_argument("--limit", type=int, default=0, help="use only the first N rows")
     parser.add_argument("--batch-size", type=int, default=32, help="rows x members per forward" if several else None)
     whose = "prompts were" if several else "prompt was"
-    parser.add_argument("--model", help=f"base model (default: the one the {whose} trained on)")
+    parser.add_argument("--model", help=f"{MODEL_HELP} (default: the one the {whose} trained on)")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     if not several:
         parser.add_argument("--length-normalize", action="store_true", help="rank labels by mean, not summed, log-prob")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="show a progress bar on stderr as rows are scored")  # fmt: skip
 
 
 def add_grid_options(parser: argparse.ArgumentParser, table: str) -> None:
@@ -84,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt design: K training examples in front of each input, no training (the paper's baseline)",
         description="Prompt design, GPT-3 style: K labelled training examples (seeded, labels in turn) written "
         "in front of each input, saved as a prompt folder that eval, serve and ensemble read like a tuned one. "
-        "Takes train's data, model and output options; training options are ignored.",
+        "Takes train's data, model, seed and output options (a --config file may hold train's others: unused).",
     )
     design.add_argument("--overwrite", action="store_true", help="replace the prompt in --output")
-    add_config_options(design)
+    add_config_options(design, DESIGN_OPTIONS)
     evaluate = sub.add_parser(
         "eval",
         help="held-out metrics as one JSON line per prompt",
@@ -212,7 +218,7 @@ def _toolbox_parsers(sub) -> None:
     inspect.add_argument("--k", type=int, default=5, help="neighbours per position")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.add_argument("--png", help="also draw a heat map to this PNG")
-    inspect.add_argument("--model", help="base model (default: the one the prompt was trained on)")
+    inspect.add_argument("--model", help=f"{MODEL_HELP} (default: the one the prompt was trained on)")
     inspect.add_argument("--device", default="auto", help=DEVICE_HELP)
     sweep = sub.add_parser(
         "sweep",

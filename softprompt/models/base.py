@@ -82,6 +82,7 @@ EMBEDDED = {
     "qwen2.5-1.5b": EmbeddedModel(QWEN_15B.install, QWEN_15B.join, copied_output=True),
 }
 DEFAULT_MODEL = "smollm2-135m"
+MODEL_HELP = f"base model: an embedded alias ({', '.join(EMBEDDED)}), a local HF folder or a hub id"  # --model
 
 
 def cache_dir() -> Path:

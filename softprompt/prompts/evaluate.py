@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from tqdm import tqdm
 
-from ..data.batching import Encoder, in_length_order
+from ..data.batching import Encoder, chunks, in_length_order
 from ..data.tasks import Row
 from ..engine.prompted import PromptedModel, ScoringMode
+
+BLOCK_BATCHES = 4  # batches scored between two updates of the progress bar
+
+
+def in_blocks(rows: Sequence[Row], batch_size: int, progress: bool, what: str = "scoring") -> Iterator[Sequence[Row]]:
+    """The rows a few batches at a time, with a bar on stderr (rows done of all) when `progress` is on: a
+    command scoring a thousand rows on a CPU runs for minutes, and says how far it is."""
+    with tqdm(total=len(rows), unit="row", desc=what, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        for block in chunks(rows, batch_size * BLOCK_BATCHES):
+            yield block
+            bar.update(len(block))
 
 
 @torch.no_grad()
 def label_scores(
-    lm: PromptedModel, encoder: Encoder, rows: Sequence[Row], batch_size: int = 32, mode: ScoringMode | None = None
+    lm: PromptedModel,
+    encoder: Encoder,
+    rows: Sequence[Row],
+    batch_size: int = 32,
+    mode: ScoringMode | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log-probabilities of each label's tokens (word + EOS) after each row: ([N, L], lengths [L])."""
     labels = encoder.label_ids
-    inputs = [encoder.input_ids(row) for row in rows]
-    scores = lm.score_rows(inputs, [labels] * len(rows), batch_size=batch_size, mode=mode)
+    scores = []
+    for block in in_blocks(rows, batch_size, progress):
+        inputs = [encoder.input_ids(row) for row in block]
+        scores += lm.score_rows(inputs, [labels] * len(block), batch_size=batch_size, mode=mode)
     # Back to the CPU once, for the metrics.
     return torch.stack(scores).cpu(), torch.tensor([len(t) for t in labels], dtype=torch.float32, device="cpu")
 
@@ -34,15 +53,21 @@ def by_length(encoder: Encoder, rows: Sequence[Row], batch_size: int, run: Calla
 
 @torch.no_grad()
 def generate_labels(
-    lm: PromptedModel, encoder: Encoder, rows: Sequence[Row], batch_size: int = 32, max_new_tokens: int = 8
+    lm: PromptedModel,
+    encoder: Encoder,
+    rows: Sequence[Row],
+    batch_size: int = 32,
+    max_new_tokens: int = 8,
+    progress: bool = False,
 ) -> list[int]:
     """Generate after each row and match the text to a label word; -1 when nothing matches."""
     tokenizer = encoder.tokenizer
     words = [w.strip().lower() for w in encoder.task.label_words]
-    generated = by_length(
-        encoder, rows, batch_size, lambda ids, mask: lm.generate(ids, mask, max_new_tokens, tokenizer.eos_token_id),
-        lm.device,
-    )
+    generated = []
+    for block in in_blocks(rows, batch_size, progress, "generating"):
+        generated += by_length(encoder, block, batch_size,
+                               lambda ids, mask: lm.generate(ids, mask, max_new_tokens, tokenizer.eos_token_id),
+                               lm.device)  # fmt: skip
     return [_match(tokenizer.decode(tokens, skip_special_tokens=True).strip().lower(), words) for tokens in generated]
 
 
@@ -100,20 +125,21 @@ def evaluate(
     length_normalize: bool = False,
     mode: ScoringMode | None = None,
     by_label: bool = False,
+    progress: bool = False,
 ) -> dict[str, object]:
     """Held-out metrics for labelled rows: n, loss, perplexity, accuracy, macro_f1, the majority class's
     accuracy and macro_f1, examples_per_s; `by_label` adds each label's precision, recall, F1 and support and
-    the confusion matrix ({labels, columns, counts[gold][predicted]})."""
+    the confusion matrix ({labels, columns, counts[gold][predicted]}). `progress`: a bar on stderr."""
     task = encoder.task
     gold = [task.label_index(row) for row in rows]
     start = time.perf_counter()
-    scores, lengths = label_scores(lm, encoder, rows, batch_size, mode)
+    scores, lengths = label_scores(lm, encoder, rows, batch_size, mode, progress)
     result: dict[str, float] = {"n": len(rows)}
     gold_t = torch.tensor(gold, device="cpu")
     loss = float(-scores[torch.arange(len(rows), device="cpu"), gold_t].sum() / lengths[gold_t].sum())
     result.update(loss=loss, perplexity=math.exp(min(loss, 50.0)))
     if method == "generate":
-        predicted = generate_labels(lm, encoder, rows, batch_size)
+        predicted = generate_labels(lm, encoder, rows, batch_size, progress=progress)
     else:
         predicted = (scores / lengths if length_normalize else scores).argmax(1).tolist()
     result.update(classification_metrics(predicted, gold, len(task.labels)))

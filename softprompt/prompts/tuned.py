@@ -144,9 +144,11 @@ class TunedPrompt:
         return evaluate(self.lm, self.encoder, rows, batch_size, **kwargs)
 
     @torch.no_grad()
-    def predict(self, rows: Sequence[Row], batch_size: int = 32, length_normalize: bool = False) -> list[dict]:
-        """Per row: the predicted label and each label's log-likelihood."""
-        scores, lengths = label_scores(self.lm, self.encoder, rows, batch_size)
+    def predict(
+        self, rows: Sequence[Row], batch_size: int = 32, length_normalize: bool = False, progress: bool = False
+    ) -> list[dict]:
+        """Per row: the predicted label and each label's log-likelihood (`progress`: a bar on stderr)."""
+        scores, lengths = label_scores(self.lm, self.encoder, rows, batch_size, progress=progress)
         ranked = scores / lengths if length_normalize else scores
         labels = self.task.labels
         return [{"label": labels[int(row.argmax())], "scores": dict(zip(labels, map(float, row)))} for row in ranked]

@@ -75,7 +75,7 @@ def run_compare(
             continue
         print(f"compare: run {number}/{len(grid)}: {model} {method} seed {seed}", file=sys.stderr)
         folder = output / "runs" / model.replace("/", "_") / method / f"seed-{seed}"
-        config = dataclasses.replace(base_config, model=model, seed=seed, output=str(folder), progress=False)
+        config = dataclasses.replace(base_config, model=model, seed=seed, output=str(folder))
         if not method_named(method).trains_model and (model, config.dtype) not in bases:
             bases.clear()
             bases[model, config.dtype] = load_base(model, config.dtype, device=config.device)
@@ -87,8 +87,8 @@ def run_compare(
             print(f"compare: {model} {method} not run: {exc}", file=sys.stderr)
             continue
         dev_rows = load_data(config).dev
-        dev = tuned.evaluate(dev_rows, config.eval_batch_size) if dev_rows else {}
-        test = tuned.evaluate(test_rows, config.eval_batch_size)
+        dev = tuned.evaluate(dev_rows, config.eval_batch_size, progress=config.progress) if dev_rows else {}
+        test = tuned.evaluate(test_rows, config.eval_batch_size, progress=config.progress)
         results.append({
             "model": model, "parameters": parameter_count(tuned.lm.model, model), "method": method, "seed": seed,
             "dev_accuracy": dev.get("accuracy", ""), "dev_macro_f1": dev.get("macro_f1", ""), "test_n": test["n"],

@@ -14,7 +14,7 @@ import torch
 
 from ..data.batch_map import BatchMap
 from ..data.tasks import Row
-from ..prompts.evaluate import classification_metrics
+from ..prompts.evaluate import classification_metrics, in_blocks
 from ..prompts.tuned import TunedPrompt
 from ..utils.errors import ParameterError, SoftpromptError
 
@@ -33,15 +33,20 @@ def check_members(members: Sequence[TunedPrompt]) -> None:
 
 
 @torch.no_grad()
-def member_scores(members: Sequence[TunedPrompt], rows: Sequence[Row], batch_size: int = 32) -> torch.Tensor:
+def member_scores(
+    members: Sequence[TunedPrompt], rows: Sequence[Row], batch_size: int = 32, progress: bool = False
+) -> torch.Tensor:
     """[K, N, L] label log-likelihoods of every member for every row, K members per forward."""
     check_members(members)
     first = members[0]
-    inputs = [first.encoder.input_ids(row) for row in rows]
-    batch = BatchMap.of([inputs] * len(members), [member.lm for member in members])
-    labels = [first.encoder.label_ids] * len(batch.items)
-    scores = first.lm.score_rows(batch.items, labels, batch.item_prompts(), batch_size=batch_size)
-    return torch.stack([torch.stack(part) for part in batch.split(scores)])
+    parts = []
+    for block in in_blocks(rows, max(1, batch_size // len(members)), progress):
+        inputs = [first.encoder.input_ids(row) for row in block]
+        batch = BatchMap.of([inputs] * len(members), [member.lm for member in members])
+        labels = [first.encoder.label_ids] * len(batch.items)
+        scores = first.lm.score_rows(batch.items, labels, batch.item_prompts(), batch_size=batch_size)
+        parts.append(torch.stack([torch.stack(part) for part in batch.split(scores)]))
+    return torch.cat(parts, dim=1)
 
 
 def combine(scores: torch.Tensor, mode: str = "vote") -> list[int]:
@@ -57,12 +62,13 @@ def combine(scores: torch.Tensor, mode: str = "vote") -> list[int]:
 
 
 def evaluate_ensemble(
-    members: Sequence[TunedPrompt], rows: Sequence[Row], batch_size: int = 32, mode: str = "vote"
+    members: Sequence[TunedPrompt], rows: Sequence[Row], batch_size: int = 32, mode: str = "vote",
+    progress: bool = False,
 ) -> dict:
     """Each member's accuracy/macro-F1 and the ensemble's, from one batched pass."""
     task = members[0].task
     gold = [task.label_index(row) for row in rows]
-    scores = member_scores(members, rows, batch_size)
+    scores = member_scores(members, rows, batch_size, progress)
     n_labels = len(task.labels)
     result = {
         "members": [classification_metrics(s.argmax(-1).tolist(), gold, n_labels) for s in scores],

@@ -39,7 +39,8 @@ def run_design(config: TrainConfig, base: Base | None = None, overwrite: bool = 
     record.init, record.shots, record.examples = PROMPT_DESIGN.name, len(examples), examples
     tuned = TunedPrompt.build(base, SoftPrompt.frozen(embeds), encoder, record=record)
     if eval_rows:
-        tuned.record.metrics = tuned.evaluate(eval_rows, config.eval_batch_size, by_label=True)
+        tuned.record.metrics = tuned.evaluate(eval_rows, config.eval_batch_size, by_label=True,
+                                              progress=config.progress)  # fmt: skip
     tuned.save_pretrained(output)
     write_card(output)
     return tuned

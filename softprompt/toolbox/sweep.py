@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,13 +39,14 @@ def run_sweep(
     if not lengths or min(lengths) < 1:
         raise ParameterError("lengths", "must be positive integers")
     results: list[dict] = []
-    for length, init, seed in itertools.product(lengths, inits, seeds):
+    grid = list(itertools.product(lengths, inits, seeds))
+    for number, (length, init, seed) in enumerate(grid, 1):
+        print(f"sweep: run {number}/{len(grid)}: {length} tokens, {init}, seed {seed}", file=sys.stderr)
         folder = output / "runs" / f"len{length}-{init}-seed{seed}"
-        config = dataclasses.replace(base_config, num_virtual_tokens=length, init=init, seed=seed,
-                                     output=str(folder), progress=False)  # fmt: skip
+        config = dataclasses.replace(base_config, num_virtual_tokens=length, init=init, seed=seed, output=str(folder))
         tuned = fit(config, base=base, overwrite=True)
         base = base or tuned.base
-        metrics = tuned.evaluate(test_rows, config.eval_batch_size)
+        metrics = tuned.evaluate(test_rows, config.eval_batch_size, progress=config.progress)
         steps = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])["step"]
         results.append({"num_virtual_tokens": length, "init": init, "seed": seed, "n": metrics["n"],
                         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "loss": metrics["loss"],

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..models.base import DEFAULT_MODEL
+from ..models.base import DEFAULT_MODEL, MODEL_HELP
 from ..models.prompt import INITS
 from ..prompts.method import PROMPT_DESIGN, PROMPT_TUNING, TRAINED, Method, method_named
 from ..utils.errors import ParameterError, SoftpromptError
@@ -21,6 +21,10 @@ from .reporting import REPORT_TO, check_installed
 METRICS = ("loss", "accuracy", "macro_f1")
 DESIGN_INIT = PROMPT_DESIGN.name  # the prompt starts as `shots` demonstrations (demonstrations.py), not from INITS
 OPTIMIZERS = ("adamw", "adafactor")
+# What prompt design reads (toolbox/prompt_design.py): its data, model, examples and output; nothing it trains.
+DESIGN_OPTIONS = ("model", "dtype", "device", "task", "train", "eval", "data_dir", "dev_fraction", "train_limit",
+                  "template", "label_field", "labels", "verbalizer", "shots", "seed", "max_length", "eval_batch_size",
+                  "output", "progress")  # fmt: skip
 DTYPE_HELP = (
     "base dtype: auto (bfloat16 where the CPU or GPU runs it natively, else float32 on a CPU and float16 on a GPU), "
     "float32, bfloat16, float16"
@@ -36,7 +40,7 @@ def option(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
 class TrainConfig:
     """Every `softprompt train` option; a TOML file holds the same keys (dashes or underscores)."""
 
-    model: str = option(DEFAULT_MODEL, "base model: smollm2-135m (default), gemma3-270m, a local HF folder or a hub id")
+    model: str = option(DEFAULT_MODEL, MODEL_HELP)  # the flag's help adds the default
     method: str = option(
         PROMPT_TUNING.name,
         "what trains: the prompt (prompt-tuning), or every weight of the model (model-tuning, the paper's upper "

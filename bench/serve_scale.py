@@ -119,9 +119,11 @@ def simulate(stream: list[str], warmup: int, replicas: int, held: int, by_task: 
 
 def ray_app(prompts: Path, replicas: int, held: int, by_task: bool):
     from softprompt.serve import ray_engine
+    from softprompt.serve.config import ServeConfig
 
-    options = {"model": MODEL, "prompts": str(prompts), "dtype": "float32"}
-    return ray_engine.application(options, replicas, held, cpus_per_replica=2 / replicas, by_task=by_task)
+    config = ServeConfig(model=MODEL, prompts=str(prompts), dtype="float32", replicas=replicas, held_tasks=held,
+                         cpus_per_replica=2 / replicas)  # fmt: skip
+    return ray_engine.application(config, by_task=by_task)
 
 
 def main() -> int:

@@ -86,16 +86,17 @@ def t5(t5_dir):
 
 
 @pytest.fixture(scope="session")
-def smollm2_prompts(tmp_path_factory, smollm2) -> Path:
-    """serving.TASKS' prompt folders on the real default model (seeded, untrained)."""
+def prompts(tmp_path_factory, smollm2) -> Path:
+    """serving.TASKS' prompt folders on the real default model (seeded, untrained): what the session's server
+    serves (test_serve.py, test_openai_sdk.py, test_vllm.py's server beside vLLM)."""
     from .serving import write_prompts
 
     return write_prompts(tmp_path_factory.mktemp("smollm2-prompts"), smollm2)
 
 
 @pytest.fixture(scope="session")
-def smollm2_server(tmp_path_factory, smollm2_prompts):
-    """The URL of one `softprompt serve` of the real default model on `smollm2_prompts`, for the whole session
+def smollm2_server(tmp_path_factory, prompts):
+    """The URL of one `softprompt serve` of the real default model on `prompts`, for the whole session
     (test_openai_sdk.py, test_ray.py, test_serve.py): admin routes open to serving.ADMIN_TOKEN, batches waiting
     up to 20 ms. A test that uploads or deletes a task puts the served set back as it was."""
     from .serving import ADMIN_TOKEN, running_server
@@ -103,7 +104,7 @@ def smollm2_server(tmp_path_factory, smollm2_prompts):
     token_file = tmp_path_factory.mktemp("admin") / "token"
     token_file.write_text(ADMIN_TOKEN)
     extra = ("--admin-token-file", str(token_file), "--max-wait-ms", "20")
-    with running_server("smollm2-135m", smollm2_prompts, *extra) as url:
+    with running_server("smollm2-135m", prompts, *extra) as url:
         yield url
 
 

@@ -39,6 +39,23 @@ def test_every_config_field_is_a_flag_with_its_help_and_default(command):
             assert f"{flag}{field.name.upper()}{help}(default:{field.default})" in text, flag
 
 
+def test_every_serve_option_is_a_flag_with_the_configs_default():
+    """`serve`'s flags are ServeConfig's fields: unset, they parse to the config's own defaults."""
+    from softprompt.serve.config import ServeConfig
+
+    text = _help("serve")
+    for field in dataclasses.fields(ServeConfig):
+        assert "--" + field.name.replace("_", "-") in text and "".join(field.metadata["help"].split()) in text
+    args = build_parser().parse_args(["serve", "--prompts", "p", "--no-batching", "--request-timeout", "5"])
+    parsed = ServeConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ServeConfig)})
+    assert parsed == ServeConfig(prompts="p", batching=False, request_timeout=5.0)
+
+
+def test_a_bad_serve_option_is_one_line_with_its_flag(capsys):
+    assert main(["serve", "--prompts", "p", "--engine", "kubernetes"]) == 2
+    assert capsys.readouterr().err == ("softprompt: error: --engine: must be one of single, ray, got 'kubernetes'\n")
+
+
 def test_flags_parse_to_the_fields_types():
     args = build_parser().parse_args(["train", "--task", "t", "--lr", "0.5", "--epochs", "3", "--no-progress"])
     assert (args.lr, args.epochs, args.progress, args.task, args.seed) == (0.5, 3, False, "t", None)

@@ -24,6 +24,7 @@ from softprompt.models.base import Base, load_base
 from softprompt.models.prompt import SoftPrompt, init_prompt
 from softprompt.prompts.tuned import TunedPrompt
 from softprompt.serve.batcher import Batcher, Job
+from softprompt.serve.config import ServeConfig
 from softprompt.training import train
 from softprompt.training.train_config import TrainConfig
 
@@ -185,7 +186,8 @@ def _jobs(dev: list[TunedPrompt], cpu: list[TunedPrompt]) -> list[tuple[Job, lis
 async def _answer_together(jobs: list[Job]) -> tuple[list, list[tuple[int, int]]]:
     """Every job queued at once, so one worker batch takes them all; the answers, and each batch's (rows, jobs)."""
     batches: list[tuple[int, int]] = []
-    batcher = Batcher(max_batch=256, max_wait_ms=500, on_batch=lambda rows, n: batches.append((rows, n)))
+    config = ServeConfig(prompts="unused", max_batch=256, max_wait_ms=500)
+    batcher = Batcher(config, on_batch=lambda rows, n: batches.append((rows, n)))
     try:
         return await asyncio.gather(*(batcher.enqueue(job) for job in jobs)), batches
     finally:

@@ -17,11 +17,6 @@ PROMPT = "The three primary colours are"
 
 
 @pytest.fixture(scope="module")
-def prompts(smollm2_prompts):
-    return smollm2_prompts
-
-
-@pytest.fixture(scope="module")
 def client(smollm2_server):
     return openai.OpenAI(base_url=smollm2_server + "/v1", api_key="unused", max_retries=0, timeout=120)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from ray import serve  # noqa: E402
 
 from softprompt.serve import ray_engine  # noqa: E402
 from softprompt.serve.client import Client  # noqa: E402
+from softprompt.serve.config import ServeConfig  # noqa: E402
 from softprompt.serve.relay import Forwarded  # noqa: E402
 from softprompt.utils.errors import SoftpromptError  # noqa: E402
 
@@ -29,7 +31,7 @@ TIMEOUT_S = 20.0
 
 
 @pytest.fixture(scope="module")
-def prompts(tmp_path_factory, smollm2):
+def ray_prompts(tmp_path_factory, smollm2):
     root = write_prompts(tmp_path_factory.mktemp("ray-prompts"), smollm2)
     shutil.rmtree(root / "bare")
     return root
@@ -63,14 +65,15 @@ def single_answers(smollm2_server):
 
 
 @pytest.fixture(scope="module")
-def cluster(prompts, token_file, single_answers):
+def cluster(ray_prompts, token_file, single_answers):
     """A local Ray with 2 CPUs, and the app with 2 replicas of one CPU each, each holding at most 3 tasks."""
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=2**27, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    options = {"model": "smollm2-135m", "prompts": str(prompts), "dtype": "float32",
-               "admin_token_file": str(token_file), "max_wait_ms": 20.0}  # fmt: skip
-    app = ray_engine.application(options, replicas=2, held_tasks=3, cpus_per_replica=1.0, timeout_s=TIMEOUT_S)
+    config = ServeConfig(model="smollm2-135m", prompts=str(ray_prompts), dtype="float32",
+                         admin_token_file=str(token_file), max_wait_ms=20.0, replicas=2, held_tasks=3,
+                         cpus_per_replica=1.0, request_timeout=TIMEOUT_S)  # fmt: skip
+    app = ray_engine.application(config)
     serve.run(app, name=APP, route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"
@@ -111,16 +114,17 @@ def test_mixed_requests_answer_as_the_single_process_server(cluster, single_answ
     assert len(held) == 2 and max(held) <= 3  # the per-replica bound: least recently used tasks evicted
 
 
-def test_an_upload_reaches_every_replica_before_its_reply(cluster, prompts, smollm2):
+def test_an_upload_reaches_every_replica_before_its_reply(cluster, ray_prompts, smollm2):
     from softprompt.prompts.tuned import TunedPrompt
     from softprompt.serve.store import prompt_version
 
     auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/zip"}
-    assert call(cluster + "/v1/tasks/swapped", "PUT", headers=auth, raw=zip_folder(prompts / "topic"))[0] == 200
+    assert call(cluster + "/v1/tasks/swapped", "PUT", headers=auth, raw=zip_folder(ray_prompts / "topic"))[0] == 200
     assert {body["prompt_version"] for _, body in _on_every_replica("swapped")} == {
-        prompt_version(TunedPrompt.from_pretrained(prompts / "topic", base=smollm2))
+        prompt_version(TunedPrompt.from_pretrained(ray_prompts / "topic", base=smollm2))
     }  # both replicas now hold the first version
-    status, info, _ = call(cluster + "/v1/tasks/swapped", "PUT", headers=auth, raw=zip_folder(prompts / "sentiment"))
+    upload = zip_folder(ray_prompts / "sentiment")
+    status, info, _ = call(cluster + "/v1/tasks/swapped", "PUT", headers=auth, raw=upload)
     assert status == 200, info
     answers = _on_every_replica("swapped")
     assert len(answers) == 2 and {body["prompt_version"] for _, body in answers} == {info["prompt_version"]}
@@ -157,4 +161,45 @@ def test_a_killed_replica_leaves_answers_or_a_clear_503(cluster):
 def test_engine_ray_without_ray_says_what_to_install(monkeypatch):
     monkeypatch.setattr(ray_engine, "serve", None)
     with pytest.raises(SoftpromptError, match=r"pip install 'softprompt\[ray\]'"):
-        ray_engine.serve_ray("127.0.0.1", 0, replicas=2, held_tasks=4, timeout_s=5, prompts=".")
+        ray_engine.serve_ray(ServeConfig(prompts=".", engine="ray"))
+
+
+def _readme_app_builder_args() -> dict[str, str]:
+    """The key=value arguments of README's `serve run ...:app_builder` line, as `serve run` hands them over."""
+    lines = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").splitlines()
+    line = next(line for line in lines if line.startswith("serve run softprompt.serve.ray_engine:app_builder "))
+    return dict(arg.split("=", 1) for arg in line.split()[3:])
+
+
+def test_the_readmes_app_builder_line_builds_the_application_it_describes(tmp_path):
+    """Every option of README's line, a limit among them, reaches the replicas' config (no Ray cluster)."""
+    args = _readme_app_builder_args()
+    assert {"prompts", "replicas", "max_items", "request_timeout"} <= set(args)
+    args["prompts"] = str(tmp_path)  # README's /shared/prompts is a cluster's shared folder
+    app = ray_engine.app_builder(dict(args))
+    assert isinstance(app, serve.Application)
+    replicas, gateway_config, by_task = app._bound_deployment.init_args
+    config, threads = replicas._bound_deployment.init_args
+    assert config == gateway_config and by_task and threads == 1
+    for key, value in args.items():
+        assert getattr(config, key) == type(getattr(config, key))(value), key
+    assert replicas._bound_deployment.num_replicas == int(args["replicas"])
+    assert ServeConfig(prompts=".").max_items != config.max_items  # the line's limit, not the default
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"prompts": "p", "max_itmes": "8"}, "app_builder: unknown key 'max_itmes'"),
+        ({"prompts": "p", "timeout_s": "5"}, "app_builder: unknown key 'timeout_s'"),  # it is request_timeout
+        ({"prompts": "p", "max_items": "many"}, "app_builder: max_items=many: give an integer"),
+        ({"prompts": "p", "batching": "yes"}, "app_builder: batching=yes: give true or false"),
+        ({"prompts": "p", "max_items": "0"}, "max_items: must be at least 1"),
+        ({"prompts": "p", "port": "9000"}, "app_builder: port: not set here"),
+        ({"replicas": "2"}, "app_builder: give prompts=..."),
+    ],
+)
+def test_app_builder_refuses_a_bad_key_with_one_line(args, message):
+    with pytest.raises(SoftpromptError) as error:
+        ray_engine.app_builder(args)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)

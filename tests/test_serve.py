@@ -19,11 +19,6 @@ TOKEN = ADMIN_TOKEN
 
 
 @pytest.fixture(scope="module")
-def prompts(smollm2_prompts):
-    return smollm2_prompts
-
-
-@pytest.fixture(scope="module")
 def server(smollm2_server):
     return smollm2_server
 
@@ -154,6 +149,7 @@ BAD = [
     ("admin without token", "DELETE", "/v1/tasks/tweets", None, None, 401),
     ("admin wrong token", "DELETE", "/v1/tasks/tweets", None, {"Authorization": "Bearer wrong"}, 401),
     ("upload not a zip", "PUT", "/v1/tasks/new", b"not a zip", {"Authorization": f"Bearer {TOKEN}"}, 422),
+    ("unknown classify field", "POST", "/v1/classify", {"task": "tweets", "inputs": ["x"], "top_k": 3}, None, 400),
 ]
 
 
@@ -165,6 +161,22 @@ def test_bad_requests_get_one_line_4xx(server, case):
     assert status == expected, reply
     assert isinstance(reply, dict) and "\n" not in reply["error"] and reply["error"]
     assert call(server + "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"task": "tweets", "inputs": ["x"], "n": 1}, (400, "n: not supported by this server")),
+        ({"task": "pairs", "inputs": [{"a": "x", "b": "y"}, {"a": "x"}]}, (422, "inputs.1: missing field 'b'")),
+        ({"task": "pairs", "inputs": ["x"]}, (422, "inputs.0: a text fills one field; the template has 'a', 'b'")),
+        ({"task": "tweets", "inputs": ["ok", "word " * 600]}, (422, "inputs.1: empty or longer than 512 tokens")),
+    ],
+)
+def test_classify_names_the_field_it_refuses(server, body, expected):
+    """An unknown field is refused (400, as on completions), never ignored; the Encoder's own checks of a row
+    come back naming the input they refuse."""
+    status, reply, _ = call(server + "/v1/classify", "POST", body)
+    assert (status, reply["error"]) == expected
 
 
 @pytest.mark.parametrize("params", [{"top_p": 5e-324}, {"temperature": 1e-300}, {"temperature": 2.0, "top_p": 0.5}])
@@ -329,6 +341,7 @@ def test_open_health_metrics_leaves_only_those_two_open(tiny_dir, tiny_prompts, 
 
 
 def test_bad_secret_files_are_refused_with_one_line(tmp_path, secrets):
+    from softprompt.serve.config import ServeConfig
     from softprompt.serve.server import build
     from softprompt.utils.errors import SoftpromptError
 
@@ -352,4 +365,4 @@ def test_bad_secret_files_are_refused_with_one_line(tmp_path, secrets):
     ]
     for kwargs, message in cases:  # refused before the model loads
         with pytest.raises(SoftpromptError, match=message):
-            build("no-such-model", str(tmp_path), **kwargs)
+            build(ServeConfig(model="no-such-model", prompts=str(tmp_path), **kwargs))

@@ -17,7 +17,7 @@ from openai import OpenAI
 
 from softprompt.models.base import cache_dir
 
-from .serving import TEXTS, call, free_port, running_server, serving, write_prompts
+from .serving import TEXTS, call, free_port, running_server, serving
 
 VLLM_PYTHON = os.environ.get("SOFTPROMPT_VLLM_PYTHON")
 pytestmark = [
@@ -25,11 +25,6 @@ pytestmark = [
     pytest.mark.skipif(not VLLM_PYTHON, reason="run by `make test-vllm`, which sets SOFTPROMPT_VLLM_PYTHON"),
 ]
 TASKS = ["tweets", "sentiment", "topic"]
-
-
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory, smollm2):
-    return write_prompts(tmp_path_factory.mktemp("vllm-prompts"), smollm2)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import sys
 import tomllib
-from functools import partial
 from pathlib import Path
 
 from ..utils.errors import SoftpromptError
@@ -254,35 +253,18 @@ def inspect(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from ..serve.app import Limits
-    from ..serve.server import serve
+    from ..serve.config import ServeConfig
 
-    limits = Limits(max_items=args.max_items, max_input_tokens=args.max_input_tokens,
-                    max_new_tokens=args.max_new_tokens, max_body_bytes=args.max_body_bytes)  # fmt: skip
-    start = serve
-    if args.engine == "ray":  # imported only here: Ray is an optional extra, slow to import
+    config = ServeConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ServeConfig)})
+    config.validate()
+    if config.engine == "ray":  # imported only here: Ray is an optional extra, slow to import
         from ..serve.ray_engine import serve_ray
 
-        start = partial(serve_ray, replicas=args.replicas, held_tasks=args.held_tasks, timeout_s=args.request_timeout,
-                        gpus_per_replica=args.gpus_per_replica)  # fmt: skip
-    start(
-        args.host,
-        args.port,
-        model=args.model,
-        prompts=args.prompts,
-        dtype=args.dtype,
-        device=args.device,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
-        batching=args.batching,
-        limits=limits,
-        admin_token_file=args.admin_token_file,
-        api_key_file=args.api_key_file,
-        open_health_metrics=args.open_health_metrics,
-        console=args.console,
-        vllm_url=args.vllm_url,
-    )
+        serve_ray(config)
+    else:
+        from ..serve.server import serve
+
+        serve(config)
 
 
 COMMANDS = {

@@ -1,5 +1,6 @@
-"""The argparse parser. `train`, `sweep` and `transfer` take every TrainConfig field as a flag, with the help
-text and default the field carries; `eval`, `predict` and `ensemble` share the options of applying prompts."""
+"""The argparse parser. `train`, `sweep` and `transfer` take every TrainConfig field as a flag, and `serve` every
+ServeConfig field, with the help text and default the field carries; `eval`, `predict` and `ensemble` share the
+options of applying prompts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import typing
 
 from ..models.base import MODEL_HELP
+from ..serve.config import REPLICA_OPTIONS, ServeConfig, field_type
 from ..training.train_config import DESIGN_OPTIONS, DTYPE_HELP, TrainConfig
 from ..utils.hardware import DEVICE_HELP, DTYPE_CHOICES
 
@@ -17,9 +19,16 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _value_type(hint: object) -> type:
-    """int for `int`, str for `str | None`: what argparse converts a flag's text to."""
-    return next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
+def _add_field(parser, field: dataclasses.Field, hint: object, default: object) -> None:
+    """A config field as a flag of its type, with the help text the field carries (a field without a default
+    is a required flag)."""
+    help, kind = field.metadata["help"], field_type(hint)
+    if kind is bool:
+        parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=default, help=help)
+    elif field.default is dataclasses.MISSING:
+        parser.add_argument(flag(field.name), type=kind, required=True, help=help)
+    else:
+        parser.add_argument(flag(field.name), type=kind, default=default, help=f"{help} (default: {field.default})")
 
 
 def add_config_options(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
@@ -28,14 +37,8 @@ def add_config_options(parser: argparse.ArgumentParser, only: tuple[str, ...] | 
     parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
-        if only is not None and field.name not in only:
-            continue
-        help = field.metadata["help"]
-        kind = _value_type(hints[field.name])
-        if kind is bool:
-            parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=None, help=help)
-        else:
-            parser.add_argument(flag(field.name), type=kind, default=None, help=f"{help} (default: {field.default})")
+        if only is None or field.name in only:
+            _add_field(parser, field, hints[field.name], None)
 
 
 PROMPT_FOLDER = "prompt folder written by `softprompt train` or `design` (or PEFT with softprompt.json)"
@@ -128,74 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve_parser(sub) -> None:
+    """`serve`: every ServeConfig field as a flag with the field's default; the replicas' in a group."""
     serve = sub.add_parser(
         "serve",
         help="serve many prompts over HTTP",
         description="Serve prompts over HTTP: one "
         "frozen model, every prompt folder under --prompts, mixed-task batches.",
     )
-    serve.add_argument("--model", default="smollm2-135m", help="base model (default: smollm2-135m)")
-    serve.add_argument("--prompts", required=True, help="folder of prompt folders; each folder's name is a task")
-    serving_auto = "; a server on a CPU without AMX takes float32 (faster at small batches)"
-    serve.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP + serving_auto)
-    serve.add_argument("--device", default="auto", help=DEVICE_HELP)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-batch", type=int, default=32, help="rows per model forward")
-    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    serve.add_argument("--max-queue", type=int, default=1024, help="waiting requests before 503")
-    serve.add_argument(
-        "--batching",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="merge concurrent requests into one forward",
-    )
-    serve.add_argument("--max-items", type=int, default=64, help="inputs per request")
-    serve.add_argument("--max-input-tokens", type=int, default=512, help="tokens per input")
-    serve.add_argument("--max-new-tokens", type=int, default=256, help="largest max_tokens for completions")
-    serve.add_argument("--max-body-bytes", type=int, default=2**20, help="largest request body")
-    serve.add_argument("--admin-token-file", help="enables PUT/DELETE /v1/tasks/NAME with this bearer token")
-    serve.add_argument(
-        "--api-key-file", help="every route needs 'Authorization: Bearer KEY' with this key (admin routes: the token)"
-    )
-    serve.add_argument(
-        "--console",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the web console at / (tasks, try an input, live traffic, admin uploads)",
-    )
-    serve.add_argument(
-        "--open-health-metrics", action="store_true", help="with --api-key-file: /healthz and /metrics need no key"
-    )
-    _replica_options(serve.add_argument_group("replicas (Ray Serve)"))
-    serve.add_argument(
-        "--vllm-url",
-        metavar="URL",
-        help="generate completions on this vLLM server (started with --enable-prompt-embeds, same base model); "
-        "classification stays here",
-    )
-
-
-def _replica_options(engine) -> None:
-    """`serve --engine ray`'s options: how many replicas, what each holds and reserves."""
-    engine.add_argument(
-        "--engine",
-        choices=("single", "ray"),
-        default="single",
-        help="single: one process; ray: --replicas copies behind Ray Serve, requests routed by task "
-        "(pip install 'softprompt[ray]'; joins the cluster at RAY_ADDRESS if set, else starts a local one)",
-    )
-    engine.add_argument("--replicas", type=int, default=2, help="with --engine ray: copies of the model")
-    engine.add_argument(
-        "--held-tasks", type=int, default=16, help="with --engine ray: tasks a replica holds (least recently used go)"
-    )
-    engine.add_argument(
-        "--request-timeout", type=float, default=60.0, help="with --engine ray: seconds before a 503 for a replica"
-    )
-    engine.add_argument(
-        "--gpus-per-replica", type=float, default=0.0,
-        help="with --engine ray: GPUs Ray reserves for each replica (fractions share a GPU: 0.5 puts two on one)",
-    )  # fmt: skip
+    replicas = serve.add_argument_group("replicas (Ray Serve)")
+    hints = typing.get_type_hints(ServeConfig)
+    for field in dataclasses.fields(ServeConfig):
+        _add_field(replicas if field.name in REPLICA_OPTIONS else serve, field, hints[field.name], field.default)
 
 
 def _toolbox_parsers(sub) -> None:

@@ -41,17 +41,31 @@ class Encoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def input_ids(self, row: Row) -> list[int]:
-        """The row's model input: its rendered template, tokenised and cut to fit."""
-        return self.cut(self.tokenize(self.task.render(row)))
+    def input_ids(self, row: Row | str, max_tokens: int | None = None) -> list[int]:
+        """The one way a row becomes the model's input (training, evaluation, prediction, the server): its
+        template's fields checked, the template rendered, tokenised and cut to fit. A string is the row of a
+        one-field template. `max_tokens` as in `tokenize`, before the cut."""
+        fields = self.task.fields
+        if isinstance(row, str):
+            if len(fields) != 1:
+                raise ParameterError("row", "a text fills one field; the template has {names}",
+                                     names=", ".join(map(repr, fields)) or "no fields")  # fmt: skip
+            row = {fields[0]: row}
+        missing = [name for name in fields if name not in row]
+        if missing:
+            raise ParameterError("row", "missing field {name!r}", name=missing[0])
+        return self.cut(self.tokenize(self.task.render(row), max_tokens))
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, max_tokens: int | None = None) -> list[int]:
         """Token ids with the tokenizer's own leading special tokens (BOS where the model expects one, as
-        PEFT's recipe tokenises); a trailing EOS only for encoder inputs."""
+        PEFT's recipe tokenises); a trailing EOS only for encoder inputs. With `max_tokens` (a server's
+        limit), a ParameterError unless there are 1 to `max_tokens` of them."""
         ids = self.tokenizer(text)["input_ids"]
-        if self.input_eos or not ids or ids[-1] != self.tokenizer.eos_token_id:
-            return ids
-        return ids[:-1]
+        if not self.input_eos and ids and ids[-1] == self.tokenizer.eos_token_id:
+            ids = ids[:-1]
+        if max_tokens is not None and not 0 < len(ids) <= max_tokens:
+            raise ParameterError("text", "empty or longer than {n} tokens", n=max_tokens)
+        return ids
 
     def cut(self, ids: list[int]) -> list[int]:
         """Cut in the middle so that the template's tail (e.g. " Label : ") survives and the label fits."""

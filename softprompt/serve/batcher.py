@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -22,6 +23,7 @@ from ..data.batch_map import BatchMap
 from ..data.batching import pad_left
 from ..prompts.tuned import TunedPrompt
 from ..utils.memory import release_free_memory
+from .config import ServeConfig
 
 IDLE_RELEASE_S = 1.0  # seconds without work before freed memory goes back to the system
 
@@ -37,8 +39,8 @@ OnToken = Callable[[int, int, float, dict[int, float]], None]
 
 @dataclass
 class Job:
-    """One request: `rows` token-id lists for one task, answered through `future` (a completion's `on_token`
-    also hears each token as it is made)."""
+    """One request: `rows` token-id lists for one task, answered through `future` (a streamed completion's
+    `on_token`, given when the job is made, also hears each token as it is made)."""
 
     kind: str  # "classify" or "complete"
     tuned: TunedPrompt
@@ -50,20 +52,33 @@ class Job:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
+# Told each batch's size as the worker takes it: (rows, jobs); the app's metrics count them.
+OnBatch = Callable[[int, int], None]
+
+
+class Engine(Protocol):
+    """What the routes hand their jobs to: the batcher, or vllm_backend.VllmCompletions in front of it."""
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting or running."""
+
+    def enqueue(self, job: Job) -> asyncio.Future:
+        """Queue `job` (Overloaded when full); the future settles after every `on_token` call it made."""
+
+    def close(self) -> None:
+        """Stop taking jobs and let the worker end."""
+
+
 class Batcher:
-    def __init__(
-        self,
-        max_batch: int = 32,
-        max_wait_ms: float = 5.0,
-        max_queue: int = 1024,
-        batching: bool = True,
-        on_batch: Callable[[int, int], None] | None = None,
-    ) -> None:
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000
-        self.batching = batching
-        self.on_batch = on_batch or (lambda rows, jobs: None)
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+    """The one worker thread that owns the model, with the queue in front of it (its sizes from `config`)."""
+
+    def __init__(self, config: ServeConfig, on_batch: OnBatch | None = None) -> None:
+        self.max_batch = config.max_batch
+        self.max_wait = config.max_wait_ms / 1000
+        self.batching = config.batching
+        self._on_batch = on_batch or (lambda rows, jobs: None)
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=config.max_queue)
         self._thread = threading.Thread(target=self._work, name="softprompt-batcher", daemon=True)
         self._thread.start()
 
@@ -117,7 +132,7 @@ class Batcher:
                 return
             worked = True
             jobs = self._collect(first)
-            self.on_batch(sum(len(job.rows) for job in jobs), len(jobs))
+            self._on_batch(sum(len(job.rows) for job in jobs), len(jobs))
             with torch.inference_mode():
                 for kind, run in (("classify", _classify), ("complete", _complete)):
                     group = [job for job in jobs if job.kind == kind]

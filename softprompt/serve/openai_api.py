@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 
-from .batcher import Batcher, Generated, Job
+from .batcher import Engine, Generated, Job
 from .guards import error_body
 from .handling import ANSWERS, enqueue, task_or_404, token_ids
 from .schemas import Choice, CompletionRequest, CompletionResponse, Limits, Logprobs, Model, ModelList
@@ -78,7 +78,7 @@ class ChoiceText:
         return "stop" if self.cut or generated.stopped else "length"
 
 
-def openai_routes(app: FastAPI, store: PromptStore, batcher: Batcher, limits: Limits) -> None:
+def openai_routes(app: FastAPI, store: PromptStore, engine: Engine, limits: Limits) -> None:
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
         """Every task, as OpenAI lists models (SDKs and chat front-ends discover what to call here)."""
@@ -105,16 +105,18 @@ def openai_routes(app: FastAPI, store: PromptStore, batcher: Batcher, limits: Li
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
                 "model": body.model, "system_fingerprint": served.version}  # fmt: skip
         usage = {"prompt_tokens": sum(len(r) for r in rows)}
-        job = Job("complete", tuned, rows, params)
         if not body.stream:
-            outputs = await enqueue(batcher, job)
+            outputs = await enqueue(engine, Job("complete", tuned, rows, params))
             # Decoding every prefix again costs milliseconds a token: off the event loop.
             choices = await asyncio.to_thread(_whole_choices, texts, outputs)
             return CompletionResponse(**head, choices=choices, usage=_usage(usage, texts))
         events: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        job.on_token = lambda *event: loop.call_soon_threadsafe(events.put_nowait, event)
-        outputs = enqueue(batcher, job)  # a 503 comes now, as a status, before the stream starts
+
+        def on_token(*event) -> None:  # called on the worker thread: the token goes to this loop's queue
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        outputs = enqueue(engine, Job("complete", tuned, rows, params, on_token))  # a 503 now, before the stream
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _chunks(head, texts, events, outputs, usage if include_usage else None)
         return StreamingResponse(chunks, media_type="text/event-stream")

@@ -9,10 +9,11 @@ there, and each replica holds at most `held_tasks` tasks, the least recently use
 the request timeout gets a 503, never a hang.
 
 On an existing Ray cluster: `serve run softprompt.serve.ray_engine:app_builder prompts=/shared/prompts
-replicas=4` (any `build` option as key=value; the prompts folder must be the same shared path on every node).
+replicas=4` (any ServeConfig option as key=value; the prompts folder must be the same shared path on every node).
 """
 
 import asyncio
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..utils.errors import SoftpromptError
+from .config import ServeConfig
 from .guards import error, error_body
 from .relay import Forwarded, collected, merged_health, merged_metrics, relay
 from .schemas import Limits
@@ -33,11 +35,10 @@ except ImportError:  # the optional extra; `serve_ray` says what to install
 
 RAY_MISSING = "--engine ray needs Ray Serve: pip install 'softprompt[ray]'"
 GATHERED = ("/healthz", "/metrics")  # answered by every replica, merged
-SETTINGS = {"replicas": int, "held_tasks": int, "cpus_per_replica": float, "gpus_per_replica": float,
-            "timeout_s": float}  # fmt: skip
-NUMBERS = {"max_batch": int, "max_wait_ms": float, "max_queue": int}  # server.build's numeric options
-FLAGS = {"batching", "console", "open_health_metrics"}  # and its true/false ones
 PATHS = ("prompts", "admin_token_file", "api_key_file")  # made absolute: replicas start in other folders
+# ServeConfig options that are not app_builder's to set on a cluster, and why.
+PROXY = "Ray's proxy listens where `serve start --http-host/--http-port` put it"
+NOT_HERE = {"host": PROXY, "port": PROXY, "engine": "app_builder always deploys replicas"}
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
@@ -59,13 +60,13 @@ def replica_class(held_tasks: int):
     multiplexing decorator)."""
 
     class Replica:
-        def __init__(self, options: dict, threads: int) -> None:
+        def __init__(self, config: ServeConfig, threads: int) -> None:
             import torch
 
             from .server import build
 
             torch.set_num_threads(threads)
-            self.app = build(**options, held_tasks=held_tasks)
+            self.app = build(config, held_tasks=held_tasks)
             self.store = self.app.state.store
             self.name = serve.get_replica_context().replica_id.unique_id
 
@@ -110,10 +111,10 @@ def ingress_class():
 class Gateway:
     """Every HTTP request, handed to a replica as it came (relay.py), by task."""
 
-    def __init__(self, replicas, prompts: str, limits: Limits, timeout_s: float, by_task: bool) -> None:
-        self.replicas, self.timeout, self.by_task = replicas, timeout_s, by_task
-        self.root = Path(prompts).absolute()
-        self.limits = limits
+    def __init__(self, replicas, config: ServeConfig, by_task: bool) -> None:
+        self.replicas, self.timeout, self.by_task = replicas, config.request_timeout, by_task
+        self.root = Path(config.prompts).absolute()
+        self.limits = Limits.of(config)
 
     async def handle(self, request: Request) -> Response:
         forwarded = await Forwarded.of(request, self.limits)
@@ -188,66 +189,54 @@ def _response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> R
     return response
 
 
-def application(
-    options: dict,
-    replicas: int = 2,
-    held_tasks: int = 16,
-    cpus_per_replica: float = 1.0,
-    timeout_s: float = 60.0,
-    by_task: bool = True,
-    gpus_per_replica: float = 0.0,
-):
-    """The Ray Serve application: `replicas` copies of the app over `options` (server.build's arguments).
-    `by_task=False` leaves routing to Ray's default balancing, task-blind (bench/serve_scale.py compares).
-    `gpus_per_replica` (fractions allowed: 0.5 puts two replicas on a GPU) is what Ray reserves for each; Ray
-    then shows each replica its GPUs alone, so the replica's `auto` device is its own GPU."""
+def application(config: ServeConfig, by_task: bool = True):
+    """The Ray Serve application: `config.replicas` copies of the app over `config`, each holding at most
+    `config.held_tasks` tasks. `by_task=False` leaves routing to Ray's default balancing, task-blind
+    (bench/serve_scale.py compares). `gpus_per_replica` (fractions allowed: 0.5 puts two replicas on a GPU) is
+    what Ray reserves for each; Ray then shows each replica its GPUs alone, so the replica's `auto` device is
+    its own GPU."""
     if serve is None:
         raise SoftpromptError(RAY_MISSING)
-    if replicas < 1 or held_tasks < 1:
-        raise SoftpromptError("--replicas and --held-tasks: at least 1")
+    config.validate()
+    cpus = 1.0 if config.cpus_per_replica is None else config.cpus_per_replica
     replica = serve.deployment(
-        replica_class(held_tasks),
+        replica_class(config.held_tasks),
         name="Replica",
-        num_replicas=replicas,
-        ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
+        num_replicas=config.replicas,
+        ray_actor_options={"num_cpus": cpus, "num_gpus": config.gpus_per_replica},
         max_ongoing_requests=1024,  # the replica's own batcher queues and refuses (503) past --max-queue
     )
     ingress = serve.deployment(
         ingress_class(), name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024
     )
-    limits = options.get("limits") or Limits()
-    threads = max(1, int(cpus_per_replica))
-    return ingress.bind(replica.bind(options, threads), options["prompts"], limits, timeout_s, by_task)
+    return ingress.bind(replica.bind(config, max(1, int(cpus))), config, by_task)
 
 
 def app_builder(args: dict):
-    """For `serve run softprompt.serve.ray_engine:app_builder key=value ...` on an existing cluster: the
-    replica settings (replicas, held_tasks, cpus_per_replica, gpus_per_replica, timeout_s) and server.build's
-    options."""
-    settings = {key: kind(args.pop(key)) for key, kind in SETTINGS.items() if key in args}
-    options = {key: NUMBERS.get(key, str)(value) for key, value in args.items()}
-    for flag in FLAGS & set(options):
-        if options[flag].lower() not in ("true", "false"):
-            raise SoftpromptError(f"app_builder: {flag}={options[flag]}: give true or false")
-        options[flag] = options[flag].lower() == "true"
-    if "prompts" not in options:
-        raise SoftpromptError("app_builder: give prompts=FOLDER (a folder every node reads at the same path)")
-    return application(options, **settings)
+    """For `serve run softprompt.serve.ray_engine:app_builder key=value ...` on an existing cluster: every
+    ServeConfig option (the `serve` flags, with underscores) but those of NOT_HERE; each replica reserves 1
+    CPU unless `cpus_per_replica` says otherwise."""
+    for key in args:
+        why = NOT_HERE.get(key.replace("-", "_"))
+        if why:
+            raise SoftpromptError(f"app_builder: {key}: not set here ({why})")
+    return application(ServeConfig.from_dict(args, "app_builder"))
 
 
-def serve_ray(
-    host: str, port: int, replicas: int, held_tasks: int, timeout_s: float, gpus_per_replica: float = 0.0, **options
-) -> None:
-    """Start (or join, with RAY_ADDRESS) a Ray cluster, deploy the app and serve until interrupted."""
+def serve_ray(config: ServeConfig) -> None:
+    """Start (or join, with RAY_ADDRESS) a Ray cluster, deploy the app and serve until interrupted. On a local
+    cluster the replicas share the machine's cores unless `cpus_per_replica` is given."""
     if serve is None:
         raise SoftpromptError(RAY_MISSING)
+    config.validate()
     import ray
 
     address = os.environ.get("RAY_ADDRESS")
     cpus = os.cpu_count() or 1
     ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": host, "port": port})
-    per_replica = 1.0 if address else cpus / replicas
-    options |= {key: str(Path(options[key]).absolute()) for key in PATHS if options.get(key)}
-    app = application(options, replicas, held_tasks, per_replica, timeout_s, gpus_per_replica=gpus_per_replica)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    settled = {key: str(Path(getattr(config, key)).absolute()) for key in PATHS if getattr(config, key)}
+    if config.cpus_per_replica is None and not address:
+        settled["cpus_per_replica"] = cpus / config.replicas
+    app = application(dataclasses.replace(config, **settled))
     serve.run(app, name="softprompt", route_prefix="/", blocking=True)

@@ -3,11 +3,13 @@ describes them) and the server's limits."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .config import ServeConfig
 from .store import Served
 
 VERSION_HELP = "content hash of the prompt and task that answered (changes with every new upload of the task)"
@@ -20,18 +22,25 @@ NEUTRAL = {"n": 1, "best_of": 1, "echo": False, "presence_penalty": 0, "frequenc
            "suffix": ""}  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class Limits:
-    """What one request may ask for (the `serve` flags of the same names); past them: 413 or 422."""
+    """What one request may ask for (the ServeConfig options of the same names); past them: 413 or 422."""
 
-    max_items: int = 64
-    max_input_tokens: int = 512
-    max_new_tokens: int = 256
-    max_body_bytes: int = 2**20
-    max_upload_bytes: int = 32 * 2**20
+    max_items: int
+    max_input_tokens: int
+    max_new_tokens: int
+    max_body_bytes: int
+    max_upload_bytes: int
+
+    @classmethod
+    def of(cls, config: ServeConfig) -> Limits:
+        return cls(**{field.name: getattr(config, field.name) for field in dataclasses.fields(cls)})
 
 
 class ClassifyRequest(BaseModel):
+    """A classification request; any other field is refused with a 400 naming it, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
     task: str = Field(min_length=1, description="task name (its prompt folder's name)")
     inputs: list[str | dict[str, str]] = Field(
         min_length=1, description="texts (for one-field templates) or {field: value} rows"

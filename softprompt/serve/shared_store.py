@@ -14,6 +14,7 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
+from ..models.base import Base
 from ..prompts import checkpoint
 from ..utils.errors import SoftpromptError
 from .store import PromptStore, Served, valid_name
@@ -33,7 +34,7 @@ def stamp(folder: Path) -> Stamp | None:
 class SharedPromptStore(PromptStore):
     """Tasks loaded on first use from a folder other processes may change, at most `capacity` held."""
 
-    def __init__(self, base, root: Path, capacity: int) -> None:
+    def __init__(self, base: Base, root: Path, capacity: int) -> None:
         super().__init__(base, root)
         if not self.root.is_dir():
             raise SoftpromptError(f"{self.root}: no such prompts folder")

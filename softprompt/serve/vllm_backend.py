@@ -50,8 +50,7 @@ def served_model(url: str, timeout: float = 10.0) -> str:
 
 
 class VllmCompletions:
-    """The batcher as the routes see it (`enqueue`, `depth`, `on_batch`), with completion jobs sent to vLLM
-    and classification jobs to the batcher."""
+    """An Engine (batcher.py) whose completion jobs go to vLLM and classification jobs to `batcher`."""
 
     def __init__(self, batcher: Batcher, url: str, timeout: float = 120.0, workers: int = 32) -> None:
         self.batcher, self.url, self.timeout = batcher, url.rstrip("/"), timeout
@@ -62,14 +61,6 @@ class VllmCompletions:
     @property
     def depth(self) -> int:
         return self.batcher.depth + self.in_flight
-
-    @property
-    def on_batch(self):
-        return self.batcher.on_batch
-
-    @on_batch.setter
-    def on_batch(self, hook) -> None:
-        self.batcher.on_batch = hook
 
     def enqueue(self, job: Job) -> asyncio.Future:
         if job.kind != "complete" or not hasattr(job.tuned.lm, "prompt_embeds_with"):  # seq2seq: ours
@@ -93,6 +84,10 @@ class VllmCompletions:
 
         asyncio.get_running_loop().run_in_executor(None, run)
         return future
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def generate(self, job: Job, index: int) -> Generated:
         """One row's completion from vLLM, streamed, each token passed on as it comes."""

@@ -22,7 +22,7 @@ def test_a_shipped_task_takes_template_and_verbalizer_flags_and_refuses_label_fl
     assert task.render(rows[0]) == f"Tweet : {rows[0]['Tweet text']} ? "
     with pytest.raises(ParameterError, match="'maybe' is not a label"):
         load_data(dataclasses.replace(config, verbalizer="maybe=yes"))
-    with pytest.raises(ParameterError, match="takes its label_field and labels from the task"):
+    with pytest.raises(ParameterError, match="takes its label_field, labels and targets from the task"):
         load_data(dataclasses.replace(config, label_field="Label"))
 
 
@@ -43,5 +43,5 @@ def test_eval_rows_come_from_the_eval_file_and_a_file_task_needs_its_template(da
     train = str(data_dir / "raft_twitter_complaints" / "train.csv")
     config = TrainConfig(train=train, eval=train, template=RAFT_TEMPLATE, label_field="Label")
     assert len(load_data(config).dev) == 50
-    with pytest.raises(ParameterError, match="needs template and label_field"):
+    with pytest.raises(ParameterError, match="needs template and a label_field"):
         load_data(dataclasses.replace(config, template=None))

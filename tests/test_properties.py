@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from softprompt.data.tasks import Task, labels_found, parse_labels, parse_mapping, read_rows, split_dev
+from softprompt.data.label_options import labels_found, parse_labels, parse_mapping
+from softprompt.data.tasks import Task, read_rows, split_dev
 from softprompt.utils.errors import SoftpromptError
 
 EXAMPLES = 200

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from softprompt.data.qa_files import read_mrqa, read_qa, read_squad, window
+from softprompt.data.tasks import load_named
 from softprompt.utils.errors import ParameterError, SoftpromptError
 
 DATA = Path(os.environ.get("SOFTPROMPT_DATA", "/nonexistent"))
@@ -40,7 +41,7 @@ def rows_of(name: str, words: int = WORDS) -> list[dict[str, str]]:
 def qa_configs() -> list[dict]:
     folder = resources.files("softprompt.data") / "task_configs"
     configs = [tomllib.loads(item.read_text()) for item in folder.iterdir() if item.name.endswith(".toml")]
-    return [config for config in configs if config["files"].get("format") == "qa"]
+    return [config for config in configs if config.get("format") == "qa"]
 
 
 @needs_data
@@ -118,13 +119,11 @@ def test_the_shipped_qa_tasks_read_their_files_into_their_template_fields():
     assert set(configs) == {"squad", "squadshifts/new_wiki", "squadshifts/reddit", "squadshifts/amazon",
                             "mrqa/relation_extraction"}  # fmt: skip
     for config in configs.values():
-        files = config["files"]
-        assert files["context_words"] == WORDS and config["target_field"] == "answer"
-        for split, name in files.items():
-            if split not in ("format", "context_words"):
-                row = rows_of(name)[0]
-                assert config["template"].format(**row).startswith("Question : ")
-                assert {config["target_field"], config["references_field"]} <= set(row)
+        assert config["context_words"] == WORDS and config["target_field"] == "answer"
+        for split in config["files"]:
+            task, rows, _ = load_named(config["name"], split, DATA)
+            assert task.render(rows[0]).startswith("Question : ")
+            task.check(rows, split)  # every row holds its target and a list of references
     assert configs["squad"]["files"]["dev"] == DEV
 
 

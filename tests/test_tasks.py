@@ -7,15 +7,8 @@ from collections import Counter
 
 import pytest
 
-from softprompt.data.tasks import (
-    Task,
-    labels_found,
-    load_named,
-    parse_labels,
-    parse_mapping,
-    read_rows,
-    split_dev,
-)
+from softprompt.data.label_options import labels_found, parse_labels, parse_mapping
+from softprompt.data.tasks import Task, load_named, read_rows, split_dev
 from softprompt.utils.errors import SoftpromptError
 
 RAFT = "raft_twitter_complaints/train.csv"

@@ -78,20 +78,27 @@ def evaluate(args: argparse.Namespace) -> None:
     for folder, tuned in _load_each(args):
         tuned.task.check(rows, source)
         result = tuned.evaluate(rows, args.batch_size, method=args.method, length_normalize=args.length_normalize,
-                                by_label=True, progress=args.progress)  # fmt: skip
+                                by_label=True, progress=args.progress, **_sampling(args))  # fmt: skip
         results.append({"prompt": folder, "method": tuned.record.method.name, **result})
         print(json.dumps({"data": source, **results[-1]}), flush=True)
-        if args.png:
+        if args.png and "confusion_matrix" in result:
             _confusion_png(Path(args.png), folder, result["confusion_matrix"], len(args.prompts) > 1)
         if args.record:
             figures = {k: v for k, v in result.items() if k != "examples_per_s"}
             name = record_name(args.data, args.task if args.task != tuned.task.name else None, args.split, args.limit)
             record_evaluation(folder, name, figures)
-    if len(results) > 1:
+    if len(results) > 1 and "accuracy" in results[-1]:
         scored = results[-1]  # every prompt scored the same rows, so one majority class
         majority = {"prompt": "majority class", "accuracy": scored["majority_accuracy"],
                     "macro_f1": scored["majority_macro_f1"]}  # fmt: skip
         print(format_table([*results, majority], ("prompt", "method", "accuracy", "macro_f1")), file=sys.stderr)
+    elif len(results) > 1:
+        print(format_table(results, ("prompt", "method", "exact_match", "f1", "rougeL", "bleu")), file=sys.stderr)
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    """How a text-to-text task decodes: greedy, or sampled at --temperature from the --top-p nucleus with --seed."""
+    return {"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
 
 
 def _confusion_png(target: Path, folder: str, confusion: dict, several: bool) -> None:
@@ -128,7 +135,8 @@ def predict(args: argparse.Namespace) -> None:
     else:
         tuned = _load(args, args.prompt)
         tuned.task.check(rows, source, labelled=False)
-        predictions = tuned.predict(rows, args.batch_size, args.length_normalize, progress=args.progress)
+        predictions = tuned.predict(rows, args.batch_size, args.length_normalize, progress=args.progress,
+                                    **_sampling(args))  # fmt: skip
         labels = tuned.task.labels
     write_predictions(args.output, predictions, labels)
     print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
@@ -227,7 +235,8 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def transfer(args: argparse.Namespace) -> None:
-    from ..data.tasks import parse_mapping, read_rows, rename_columns
+    from ..data.label_options import parse_mapping
+    from ..data.tasks import read_rows, rename_columns
     from ..training.train import fit
 
     config = _train_config(args)

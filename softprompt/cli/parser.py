@@ -65,6 +65,10 @@ def add_prompt_options(parser: argparse.ArgumentParser, several: bool = False, p
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     if not several:
         parser.add_argument("--length-normalize", action="store_true", help="rank labels by mean, not summed, log-prob")
+        parser.add_argument("--temperature", type=float, default=0.0,
+                            help="text-to-text tasks: sample at this temperature (default 0: greedy)")  # fmt: skip
+        parser.add_argument("--top-p", type=float, default=1.0, help="text-to-text tasks: nucleus sampling's top-p")
+        parser.add_argument("--seed", type=int, default=0, help="text-to-text tasks: the sampling seed")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="show a progress bar on stderr as rows are scored")  # fmt: skip
 

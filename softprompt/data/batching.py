@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -11,11 +12,13 @@ import torch
 from ..utils.errors import ParameterError, SoftpromptError
 from .tasks import Row, Task
 
+DEFAULT_NEW_TOKENS = 64  # a text-to-text task's target budget and decoding length, unless the task sets one
+
 
 @dataclass
 class Encoder:
-    """Tokenises a task's rows. Inputs and label words are tokenised apart and joined as ids (as PEFT's
-    recipe does), so training targets and scored continuations are the very same ids."""
+    """Tokenises a task's rows. Inputs and label words (or text-to-text targets) are tokenised apart and joined
+    as ids (as PEFT's recipe does), so training targets and scored continuations are the very same ids."""
 
     task: Task
     tokenizer: object
@@ -24,15 +27,21 @@ class Encoder:
 
     def __post_init__(self) -> None:
         eos = self.tokenizer.eos_token_id
-        self.label_ids = [self._ids(word) + ([eos] if eos is not None else []) for word in self.task.label_words]
+        self.eos = [eos] if eos is not None else []
+        self.label_ids = [self._ids(word) + self.eos for word in self.task.label_words]
         for word, ids in zip(self.task.label_words, self.label_ids):
             if len(ids) <= (eos is not None):
                 raise SoftpromptError(f"label word {word!r} has no tokens")
+        # A text-to-text target's budget (its tokens and EOS), and what decoding writes at most.
+        longest_label = max(map(len, self.label_ids), default=0)
+        self.max_new_tokens = self.task.max_new_tokens or (DEFAULT_NEW_TOKENS if self.task.generates else longest_label)
+        self.target_budget = self.max_new_tokens + len(self.eos) if self.task.generates else longest_label
         tail = self.task.template.rsplit("}", 1)[-1] if self.task.fields else ""
         self.tail_length = len(self._ids(tail)) if tail else 0
-        self.input_budget = self.max_length - max(len(ids) for ids in self.label_ids)
+        self.input_budget = self.max_length - self.target_budget
         if self.input_budget <= self.tail_length:
-            raise ParameterError("max_length", "{n} leaves no room for the input after the label", n=self.max_length)
+            raise ParameterError("max_length", "{n} leaves no room for the input after the label or target",
+                                 n=self.max_length)  # fmt: skip
         # The template's text before its first field, tokenised, minus the last token (which may merge with
         # the text that follows): most rows start with these ids, so their keys/values can be cached.
         text = next(string.Formatter().parse(self.task.template), ("",))[0]
@@ -55,6 +64,37 @@ class Encoder:
         if missing:
             raise ParameterError("row", "missing field {name!r}", name=missing[0])
         return self.cut(self.tokenize(self.task.render(row), max_tokens))
+
+    def target_ids(self, row: Row) -> list[int]:
+        """What the model is trained to write after the row: its label word's ids and EOS (classification), or
+        its target's ids cut at the end to the budget, then EOS (text to text)."""
+        if not self.task.generates:
+            return self.label_ids[self.task.label_index(row)]
+        return self._ids(self.task.target(row))[: self.max_new_tokens] + self.eos
+
+    @functools.cached_property
+    def stop_ids(self) -> list[int]:
+        """The vocabulary's ids whose text holds one of the task's stop strings (a newline, by default): decoding
+        ends after one, and the text is cut at the stop string."""
+        stops = [stop for stop in self.task.stop if stop]
+        if not stops:
+            return []
+        texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+        return [i for i, text in enumerate(texts) if any(stop in text for stop in stops)]
+
+    def finish(self, ids: Sequence[int]) -> str:
+        """Decoded ids as the task's answer: special tokens dropped, cut at the first stop string, stripped."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for stop in self.task.stop:
+            if stop:
+                text = text.split(stop, 1)[0]
+        return text.strip()
+
+    def targets_cut(self, rows: Sequence[Row]) -> int:
+        """How many text-to-text targets `target_ids` cuts to fit `max_new_tokens`."""
+        if not self.task.generates:
+            return 0
+        return sum(len(self._ids(self.task.target(row))) > self.max_new_tokens for row in rows)
 
     def tokenize(self, text: str, max_tokens: int | None = None) -> list[int]:
         """Token ids with the tokenizer's own leading special tokens (BOS where the model expects one, as

@@ -2,7 +2,8 @@
 
 From a shipped task (`--task`, its files under --data-dir or $SOFTPROMPT_DATA, else the hub) or a file with
 a template and a label field; the evaluation rows from --eval, else a stratified dev split carved from the
-training rows. Training, prompt design and the comparison grid all read their data here.
+training rows (stratified by label for classification). Training, prompt design and the comparison grid all
+read their data here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from ..utils.errors import ParameterError
-from .tasks import Row, Task, labels_found, load_named, parse_labels, parse_mapping, read_rows, split_dev
+from .label_options import labels_found, parse_labels, parse_mapping
+from .tasks import Row, Task, load_named, read_rows, split_dev
 
 
 class DataOptions(Protocol):
@@ -27,6 +29,10 @@ class DataOptions(Protocol):
     template: str | None
     label_field: str | None
     labels: str | None
+    target_field: str | None
+    target_template: str | None
+    references_field: str | None
+    max_new_tokens: int | None
     verbalizer: str | None
     seed: int
 
@@ -55,16 +61,25 @@ def load_data(options: DataOptions) -> RunData:
 
 def _task_and_rows(options: DataOptions) -> tuple[Task, list[Row], str]:
     verbalizer = parse_mapping(options.verbalizer, "verbalizer") if options.verbalizer else {}
+    decoding = {"max_new_tokens": options.max_new_tokens} if options.max_new_tokens else {}
+    target = {key: getattr(options, key) for key in ("target_field", "target_template", "references_field")}
     if options.task:
-        if options.label_field or options.labels:
-            raise ParameterError("task", "takes its {label_field} and {labels} from the task; give them with {train}")
+        if options.label_field or options.labels or any(target.values()):
+            raise ParameterError("task", "takes its {label_field}, {labels} and targets from the task; give them "
+                                 "with {train}")  # fmt: skip
         task, rows, source = load_named(options.task, "train", Path(options.data_dir) if options.data_dir else None)
         overrides = {"template": options.template} if options.template else {}
         if verbalizer:
             overrides["verbalizer"] = verbalizer
-        return dataclasses.replace(task, **overrides), rows, source  # checked again, as a task built from flags is
-    if not options.template or not options.label_field:
-        raise ParameterError("train", "needs {template} and {label_field}")
+        # checked again, as a task built from flags is
+        return dataclasses.replace(task, **overrides, **decoding), rows, source
+    text = bool(target["target_field"] or target["target_template"])
+    if not options.template or not (options.label_field or text):
+        raise ParameterError("train", "needs {template} and a {label_field} (classification) or a {target_field} "
+                             "or {target_template} (text to text)")  # fmt: skip
     source, rows = options.train, read_rows(options.train)
+    if text:
+        return Task(options.template, name=Path(source).stem, **target, **decoding), rows, source
     labels = parse_labels(options.labels) if options.labels else labels_found(rows, options.label_field, source)
-    return Task(options.template, options.label_field, labels, verbalizer, name=Path(source).stem), rows, source
+    task = Task(options.template, options.label_field, labels, verbalizer, name=Path(source).stem, **decoding)
+    return task, rows, source

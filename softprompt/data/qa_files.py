@@ -124,6 +124,23 @@ def read_mrqa(path: str | os.PathLike, context_words: int) -> list[Row]:
     return rows
 
 
+def from_hub(records: list[Row], context_words: int, source: str) -> list[Row]:
+    """Rows of a SQuAD-style hub dataset (`datasets` gives answers as {"text": [...], ...}, MRQA's as a list,
+    each JSON text in our rows) as the rows the files give, windowed alike."""
+    _check_words(context_words)
+    rows = []
+    for number, record in enumerate(records, 1):
+        where = f"{source} row {number}"
+        answers = _parse(record.get("answers", "null"), where)
+        answers = answers.get("text") if isinstance(answers, dict) else answers
+        qa = {**record, "answers": answers}
+        texts = _answers(qa, where)
+        title = record.get("title", "")
+        rows.append(_row(qa, "id" if "id" in record else "qid", title, record.get("context", ""), texts,
+                         context_words, where))  # fmt: skip
+    return rows
+
+
 def _parse(text: str, where: str) -> object:
     """`text` as JSON, else a one-line error at `where` (with the line and column where `text` has lines)."""
     try:

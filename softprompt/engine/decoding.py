@@ -6,7 +6,7 @@ without a cache); everything about choosing tokens and stopping lives here, so b
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,27 +29,30 @@ def decode(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     observe: Observe | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> list[list[int]]:
-    """Up to `max_new_tokens` new tokens per row, each row cut at its EOS; stops once every row has ended."""
+    """Up to `max_new_tokens` new tokens per row, each row cut at its EOS (left out) or after its first token of
+    `stop_ids` (kept: its text holds a stop string, which the caller cuts at); stops once every row has ended."""
     chosen: list[torch.Tensor] = []
     done: torch.Tensor | None = None
     last = None
+    ends = None if eos_token_id is None else torch.tensor([eos_token_id, *stop_ids])
     for _ in range(max_new_tokens):
         logits = step(last)
         next_ids = pick(logits, temperature, top_p, generator)
         if observe is not None:
             live = torch.arange(batch, device=logits.device) if done is None else (~done).nonzero().squeeze(1)
             observe(live, next_ids[live], F.log_softmax(logits[live].float(), dim=-1))
-        if eos_token_id is not None:
+        if ends is not None:
             done = torch.zeros_like(next_ids, dtype=torch.bool) if done is None else done
             next_ids = torch.where(done, eos_token_id, next_ids)
-            done |= next_ids == eos_token_id
+            done |= torch.isin(next_ids, ends.to(next_ids.device))
         chosen.append(next_ids)
         last = next_ids
         if done is not None and done.all():
             break
     rows = torch.stack(chosen, dim=1).tolist() if chosen else [[] for _ in range(batch)]
-    return [until_eos(row, eos_token_id) for row in rows]
+    return [until_end(row, eos_token_id, set(stop_ids)) for row in rows]
 
 
 def pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -65,5 +68,11 @@ def pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torc
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def until_eos(row: list[int], eos_token_id: int | None) -> list[int]:
-    return row[: row.index(eos_token_id)] if eos_token_id is not None and eos_token_id in row else row
+def until_end(row: list[int], eos_token_id: int | None, stop_ids: set[int] = frozenset()) -> list[int]:
+    """The row up to its EOS, or up to and with its first stop token, whichever comes first."""
+    for index, token in enumerate(row):
+        if token == eos_token_id:
+            return row[:index]
+        if token in stop_ids:
+            return row[: index + 1]
+    return row

@@ -113,12 +113,15 @@ class PromptedModel(nn.Module):
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
         observe: Observe | None = None,
+        stop_ids: Sequence[int] = (),
     ) -> list[list[int]]:
         """Greedy (temperature 0) or sampled continuations of left-padded inputs, row i under `prompts[i]`'s
-        prompt (default: this one); each stops at EOS. `observe` sees every step's tokens (decoding.Observe)."""
+        prompt (default: this one); each stops at EOS or after a token of `stop_ids`. `observe` sees every step's
+        tokens (decoding.Observe)."""
         batch = self._batch(range(input_ids.shape[0]), prompts)
         mode = self._mode(mode)
-        sampling = {"temperature": temperature, "top_p": top_p, "generator": generator, "observe": observe}
+        sampling = {"temperature": temperature, "top_p": top_p, "generator": generator, "observe": observe,
+                    "stop_ids": stop_ids}  # fmt: skip
         if len(batch.prompts) == 1:
             prompt = batch.prompts[0]
             return prompt._generate_alone(input_ids, attention_mask, max_new_tokens, eos_token_id, mode, sampling)

@@ -2,9 +2,10 @@
 
 Prompt design holds them as a frozen prompt (the paper's untrained baseline); `--init prompt-design` starts a
 tuned prompt from them. Each demonstration is an example rendered by the task's template (cut like any input),
-its label word and the end-of-sequence token: the very continuation every label is scored by. The examples
-are drawn seeded and stratified (labels in turn). A row never loses its own input to them: examples are
-dropped, the last first, only where the demonstrations would crowd the row out of the model's context.
+its label word (or text-to-text target) and the end-of-sequence token: the very continuation every label is
+scored by, or a target is trained to. The examples are drawn seeded, and for classification stratified (labels
+in turn). A row never loses its own input to them: examples are dropped, the last first, only where the
+demonstrations would crowd the row out of the model's context.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from ..utils.errors import ParameterError
 
 
 def draw_examples(rows: Sequence[Row], task: Task, shots: int, seed: int) -> list[Row]:
-    """`shots` training rows, labels taken in turn (each label's rows shuffled by `seed`), then shuffled."""
+    """`shots` training rows, labels taken in turn (each label's rows shuffled by `seed`), then shuffled; for a
+    text-to-text task, a seeded sample of the rows."""
     if not 0 <= shots <= len(rows):
         raise ParameterError("shots", "must be between 0 and the {n} training rows, got {shots}", n=len(rows),
                              shots=shots)  # fmt: skip
     rng = random.Random(seed)
+    if task.generates:
+        return rng.sample(list(rows), shots)
     by_label = [[row for row in rows if row[task.label_field] == label] for label in task.labels]
     for group in by_label:
         rng.shuffle(group)
@@ -42,7 +46,7 @@ def demonstration_ids(encoder: Encoder, examples: Sequence[Row], context: int) -
     `encoder.max_length` of `context` for the row that follows; and how many examples that is."""
     ids: list[int] = []
     for kept, example in enumerate(examples):
-        shot = encoder.input_ids(example) + encoder.label_ids[encoder.task.label_index(example)]
+        shot = encoder.input_ids(example) + encoder.target_ids(example)
         if len(ids) + len(shot) + encoder.max_length > context:
             return ids, kept
         ids += shot

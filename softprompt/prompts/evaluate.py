@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
-from tqdm import tqdm
 
-from ..data.batching import Encoder, chunks, in_length_order
+from ..data.batching import Encoder
 from ..data.tasks import Row
 from ..engine.prompted import PromptedModel, ScoringMode
-
-BLOCK_BATCHES = 4  # batches scored between two updates of the progress bar
-
-
-def in_blocks(rows: Sequence[Row], batch_size: int, progress: bool, what: str = "scoring") -> Iterator[Sequence[Row]]:
-    """The rows a few batches at a time, with a bar on stderr (rows done of all) when `progress` is on: a
-    command scoring a thousand rows on a CPU runs for minutes, and says how far it is."""
-    with tqdm(total=len(rows), unit="row", desc=what, disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for block in chunks(rows, batch_size * BLOCK_BATCHES):
-            yield block
-            bar.update(len(block))
+from .generation import generate_texts, in_blocks
 
 
 @torch.no_grad()
@@ -44,31 +33,13 @@ def label_scores(
     return torch.stack(scores).cpu(), torch.tensor([len(t) for t in labels], dtype=torch.float32, device="cpu")
 
 
-def by_length(encoder: Encoder, rows: Sequence[Row], batch_size: int, run: Callable, device: torch.device) -> list:
-    """`run(ids, mask)` over batches (on `device`) of rows of similar length, results in the rows' order."""
-    inputs = [encoder.input_ids(row) for row in rows]
-    return in_length_order(inputs, batch_size, encoder.tokenizer.pad_token_id, lambda _, ids, mask: run(ids, mask),
-                           device=device)  # fmt: skip
-
-
-@torch.no_grad()
 def generate_labels(
-    lm: PromptedModel,
-    encoder: Encoder,
-    rows: Sequence[Row],
-    batch_size: int = 32,
-    max_new_tokens: int = 8,
-    progress: bool = False,
+    lm: PromptedModel, encoder: Encoder, rows: Sequence[Row], batch_size: int = 32, progress: bool = False
 ) -> list[int]:
     """Generate after each row and match the text to a label word; -1 when nothing matches."""
-    tokenizer = encoder.tokenizer
     words = [w.strip().lower() for w in encoder.task.label_words]
-    generated = []
-    for block in in_blocks(rows, batch_size, progress, "generating"):
-        generated += by_length(encoder, block, batch_size,
-                               lambda ids, mask: lm.generate(ids, mask, max_new_tokens, tokenizer.eos_token_id),
-                               lm.device)  # fmt: skip
-    return [_match(tokenizer.decode(tokens, skip_special_tokens=True).strip().lower(), words) for tokens in generated]
+    texts = generate_texts(lm, encoder, rows, batch_size, progress=progress)
+    return [_match(text.lower(), words) for text in texts]
 
 
 def _match(text: str, words: list[str]) -> int:

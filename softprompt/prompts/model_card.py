@@ -50,7 +50,7 @@ def render(name: str, record: FolderRecord, adapter: dict | None, records: list[
         f"{record.method.card}, for the task `{task.get('name') or 'custom'}` on `{base}`, made with "
         f"softprompt{_size(adapter)}.\n",
         _task_section(task),
-        _results(meta),
+        _results(meta, task),
         _training_log(records, curves),
         _recipe(config),
         _machine(meta),
@@ -59,14 +59,28 @@ def render(name: str, record: FolderRecord, adapter: dict | None, records: list[
     return "\n".join(part for part in parts if part)
 
 
+# The figures a card shows, by kind of task: (key in the metrics, model-index type, name as shown).
+FIGURES = {
+    "classification": [("accuracy", "accuracy", "accuracy"), ("macro_f1", "f1", "macro-F1")],
+    "text": [("exact_match", "exact_match", "exact match"), ("f1", "f1", "F1"), ("rougeL", "rouge", "ROUGE-L"),
+             ("bleu", "bleu", "BLEU")],
+}  # fmt: skip
+
+
+def _kind(task: dict) -> str:
+    return "text" if task and Task.from_json(task).generates else "classification"
+
+
 def _front_matter(name: str, method: Method, meta: dict, base: str, task: dict) -> str:
+    kind = _kind(task)
+    pipeline = "text-generation" if kind == "text" else "text-classification"
     lines = ["---", f"base_model: {json.dumps(base)}", "library_name: softprompt", "tags:"]
-    lines += [f"- {tag}" for tag in ("peft", method.name, "softprompt", "text-classification")]
+    lines += [f"- {tag}" for tag in ("peft", method.name, "softprompt", pipeline)]
     task_name = task.get("name") or "custom"
     hub = HUB_DATASETS.get(task_name)
     if hub:
         lines += ["datasets:", f"- {hub}"]
-    lines += ["metrics:", "- accuracy", "- f1"]
+    lines += ["metrics:", *dict.fromkeys(f"- {kind_}" for _, kind_, _ in FIGURES[kind])]
     scored = [("dev", meta["metrics"])] if meta.get("metrics") else []
     scored += list(meta.get("evaluations", {}).items())
     if scored:
@@ -74,14 +88,14 @@ def _front_matter(name: str, method: Method, meta: dict, base: str, task: dict) 
         for split, metrics in scored:
             lines += [
                 "  - task:",
-                "      type: text-classification",
+                f"      type: {pipeline}",
                 "    dataset:",
                 f"      name: {json.dumps(f'{task_name} ({split})')}",
                 f"      type: {json.dumps(hub or task_name)}",
                 "    metrics:",
-                f"    - {{type: accuracy, value: {metrics['accuracy']:.4f}}}",
-                f"    - {{type: f1, name: macro-F1, value: {metrics['macro_f1']:.4f}}}",
             ]
+            lines += [f"    - {{type: {type_}, name: {shown}, value: {metrics[key]:.4f}}}"
+                      for key, type_, shown in FIGURES[kind] if key in metrics]  # fmt: skip
     return "\n".join([*lines, "---", ""])
 
 
@@ -95,6 +109,15 @@ def _size(adapter: dict | None) -> str:
 def _task_section(task: dict) -> str:
     if not task:
         return ""
+    if _kind(task) == "text":
+        target = f"field `{task['target_field']}`" if task.get("target_field") else f"`{task.get('target_template')}`"
+        scored = f"the references in `{task['references_field']}`" if task.get("references_field") else "it"
+        return (
+            "## Task\n\n"
+            f"Template `{task.get('template')}`; the model writes the target ({target}) after the input, scored "
+            f"against {scored}: exact match and F1 as SQuAD v1.1 computes them, ROUGE and BLEU, of greedily "
+            "decoded text.\n"
+        )
     labels = ", ".join(f"`{label}`" for label in task.get("labels", []))
     return (
         "## Task\n\n"
@@ -103,7 +126,7 @@ def _task_section(task: dict) -> str:
     )
 
 
-def _results(meta: dict) -> str:
+def _results(meta: dict, task: dict) -> str:
     scored = []
     if meta.get("metrics"):
         kept = f"dev, the kept prompt (step {meta['step']})" if meta.get("step") is not None else "dev"
@@ -111,12 +134,15 @@ def _results(meta: dict) -> str:
     scored += [(f"held-out: {source}", metrics) for source, metrics in meta.get("evaluations", {}).items()]
     if not scored:
         return ""
-    lines = ["## Results\n", "| rows | n | accuracy | macro-F1 | loss | majority class (accuracy / macro-F1) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    figures = FIGURES[_kind(task)]
+    classifies = _kind(task) == "classification"
+    head = [shown for _, _, shown in figures] + ["loss"] + (["majority class (accuracy / macro-F1)"] * classifies)
+    lines = ["## Results\n", "| rows | n | " + " | ".join(head) + " |", "|---" * (len(head) + 2) + "|"]
     for split, m in scored:
-        majority = f"{m.get('majority_accuracy', 0):.3f} / {m.get('majority_macro_f1', 0):.3f}"
-        lines.append(f"| {split} | {m.get('n')} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['loss']:.4f} | "
-                     f"{majority} |")  # fmt: skip
+        cells = [_cell(m.get(key), 3) for key, _, _ in figures] + [_cell(m.get("loss"))]
+        if classifies:
+            cells.append(f"{m.get('majority_accuracy', 0):.3f} / {m.get('majority_macro_f1', 0):.3f}")
+        lines.append(f"| {split} | {m.get('n')} | " + " | ".join(cells) + " |")
     for split, m in scored:
         if "confusion_matrix" in m:
             lines += ["", f"Confusion matrix ({split}; rows gold, columns predicted):", "", _confusion(m)]
@@ -138,7 +164,8 @@ def _training_log(records: list[dict], curves: bool) -> str:
     evaluations = [r for r in records if "eval_loss" in r or "train_loss" in r]
     if not evaluations:
         return ""
-    keys = [k for k in ("step", "epoch", "train_loss", "eval_loss", "accuracy", "macro_f1") if k in evaluations[-1]]
+    shown = ("step", "epoch", "train_loss", "eval_loss", *(key for kind in FIGURES.values() for key, _, _ in kind))
+    keys = [k for k in dict.fromkeys(shown) if k in evaluations[-1]]
     shown = min(LOG_ROWS, len(evaluations))
     lines = ["## Training log\n", f"The last {shown} of {len(evaluations)} evaluations (all in metrics.jsonl):", "",
              "| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]  # fmt: skip
@@ -149,8 +176,8 @@ def _training_log(records: list[dict], curves: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
+def _cell(value, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
 def _recipe(config: dict) -> str:

@@ -1,5 +1,6 @@
-"""Prediction files: one row per input, as CSV (row number, label, each label's score) or JSONL (one
-`{"label", "scores"}` object per line), written atomically so a reader never sees half a file."""
+"""Prediction files: one row per input, as CSV (row number, label, each label's score; for a text-to-text task
+the generated text, its references and scores) or JSONL (one `{"label", "scores"}` or `{"prediction",
+"references", ...}` object per line), written atomically so a reader never sees half a file."""
 
 from __future__ import annotations
 
@@ -22,9 +23,16 @@ def write_predictions(output: str | os.PathLike, predictions: Sequence[dict], la
     elif output.suffix == ".csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["row", "label", *[f"score:{label}" for label in labels]])
-        for number, p in enumerate(predictions, 1):
-            writer.writerow([number, p["label"], *[f"{p['scores'][label]:.6f}" for label in labels]])
+        if labels:
+            writer.writerow(["row", "label", *[f"score:{label}" for label in labels]])
+            for number, p in enumerate(predictions, 1):
+                writer.writerow([number, p["label"], *[f"{p['scores'][label]:.6f}" for label in labels]])
+        else:  # text to text: the generated text beside its references (a JSON list) and scores, where known
+            scores = [key for key in predictions[0] if key not in ("prediction", "references")] if predictions else []
+            writer.writerow(["row", "prediction", "references", *scores])
+            for number, p in enumerate(predictions, 1):
+                references = json.dumps(p["references"]) if "references" in p else ""
+                writer.writerow([number, p["prediction"], references, *[f"{p[key]:.6f}" for key in scores]])
         text = buffer.getvalue()
     else:
         raise ParameterError("output", "{path}: use a .csv or .jsonl file name", path=str(output))

@@ -24,6 +24,7 @@ from ..utils.hardware import resolve_device
 from . import checkpoint
 from .evaluate import evaluate, label_scores
 from .record import FolderRecord
+from .text_evaluate import evaluate_text, predict_text
 
 
 def prompted(
@@ -36,10 +37,14 @@ def prompted(
     return PromptedCausalLM(model, prompt, mode, head)
 
 
-def encoder_for(base: Base, task: Task, max_length: int = 64) -> Encoder:
-    """The task's encoder on this base: an encoder-decoder's inputs keep their EOS (T5 was trained so)."""
+DEFAULT_MAX_LENGTH = 64
+
+
+def encoder_for(base: Base, task: Task, max_length: int | None = None) -> Encoder:
+    """The task's encoder on this base, `max_length` tokens of input and target (default: the task's, else 64):
+    an encoder-decoder's inputs keep their EOS (T5 was trained so)."""
     seq2seq = bool(getattr(base.model.config, "is_encoder_decoder", False))
-    return Encoder(task, base.tokenizer, max_length, input_eos=seq2seq)
+    return Encoder(task, base.tokenizer, max_length or task.max_length or DEFAULT_MAX_LENGTH, input_eos=seq2seq)
 
 
 @dataclass
@@ -74,7 +79,7 @@ class TunedPrompt:
         base: Base,
         prompt: SoftPrompt,
         task: Task | Encoder,
-        max_length: int = 64,
+        max_length: int | None = None,
         record: FolderRecord | None = None,
         mode: ScoringMode | str = ScoringMode.PACKED,
     ) -> TunedPrompt:
@@ -140,14 +145,38 @@ class TunedPrompt:
         self.lm.to(device)
         return self
 
-    def evaluate(self, rows: Sequence[Row], batch_size: int = 32, **kwargs) -> dict[str, object]:
-        return evaluate(self.lm, self.encoder, rows, batch_size, **kwargs)
+    def evaluate(
+        self,
+        rows: Sequence[Row],
+        batch_size: int = 32,
+        *,
+        mode: ScoringMode | None = None,
+        progress: bool = False,
+        method: str = "rank",
+        length_normalize: bool = False,
+        by_label: bool = False,
+        generate: bool = True,
+        **sampling,
+    ) -> dict[str, object]:
+        """Held-out metrics (evaluate.py's for classification: `method`, `length_normalize` and `by_label` are
+        its; text_evaluate.py's for a text-to-text task: `generate` (else the loss alone) and `sampling` are)."""
+        if self.task.generates:
+            return evaluate_text(self.lm, self.encoder, rows, batch_size, mode, generate, progress, **sampling)
+        return evaluate(self.lm, self.encoder, rows, batch_size, method, length_normalize, mode, by_label, progress)
 
     @torch.no_grad()
     def predict(
-        self, rows: Sequence[Row], batch_size: int = 32, length_normalize: bool = False, progress: bool = False
+        self,
+        rows: Sequence[Row],
+        batch_size: int = 32,
+        length_normalize: bool = False,
+        progress: bool = False,
+        **sampling,
     ) -> list[dict]:
-        """Per row: the predicted label and each label's log-likelihood (`progress`: a bar on stderr)."""
+        """Per row: the predicted label and each label's log-likelihood; for a text-to-text task the generated
+        text (greedy, or as `sampling` says) beside its references and scores. `progress`: a bar on stderr."""
+        if self.task.generates:
+            return predict_text(self.lm, self.encoder, rows, batch_size, progress, **sampling)
         scores, lengths = label_scores(self.lm, self.encoder, rows, batch_size, progress=progress)
         ranked = scores / lengths if length_normalize else scores
         labels = self.task.labels

@@ -14,7 +14,8 @@ import torch
 
 from ..data.batch_map import BatchMap
 from ..data.tasks import Row
-from ..prompts.evaluate import classification_metrics, in_blocks
+from ..prompts.evaluate import classification_metrics
+from ..prompts.generation import in_blocks
 from ..prompts.tuned import TunedPrompt
 from ..utils.errors import ParameterError, SoftpromptError
 

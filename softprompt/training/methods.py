@@ -65,7 +65,8 @@ def make_tuned(config: TrainConfig, task: Task, rows: list[Row], base: Base | No
         prompt = SoftPrompt.frozen(torch.zeros(0, model.config.get_text_config().hidden_size, device=model.device))
         return TunedPrompt.build(base, prompt, encoder, record=record, mode=mode)
     init_text = config.init_text or task.init_text
-    record.init = config.init or ("text" if init_text else "class-label")
+    # The paper's default, class labels, where there are labels; a text-to-text task starts from sampled words.
+    record.init = config.init or ("text" if init_text else "sampled-vocab" if task.generates else "class-label")
     if record.init == DESIGN_INIT:
         # Starts as prompt design's prompt, one vector a token, so step 0 scores exactly as the untrained
         # baseline and training can only move on from it.

@@ -35,7 +35,7 @@ from .recipe import epoch_batches, make_optimizer
 from .reporting import open_reporter
 from .run_folder import RunFolder, Start
 from .schedule import Due, Plan, Progress, after_step
-from .train_config import METRICS, TrainConfig
+from .train_config import METRICS, TEXT_METRICS, TrainConfig, check_metric
 
 __all__ = ["METRICS", "TrainConfig", "Trainer", "fit", "make_tuned", "resume_config"]
 
@@ -57,8 +57,13 @@ class Trainer:
         progress and what is trained restored, and the metrics reporter opened at that step."""
         self.config, self.tuned, self.folder, self.parallel = config, tuned, folder, parallel
         self.train_rows, self.eval_rows = train_rows, eval_rows
-        label_ids = tuned.encoder.label_ids
-        self.encoded = [(tuned.encoder.input_ids(row), label_ids[tuned.task.label_index(row)]) for row in train_rows]
+        encoder = tuned.encoder
+        check_metric(config.keep_best, tuned.task)
+        self.encoded = [(encoder.input_ids(row), encoder.target_ids(row)) for row in train_rows]
+        cut = encoder.targets_cut(train_rows)
+        if cut and parallel.main:
+            tqdm.write(f"{cut} of {len(train_rows)} training targets cut to their first {encoder.max_new_tokens} "
+                       "tokens (--max-new-tokens)")  # fmt: skip
         epoch_steps = math.ceil(math.ceil(len(self.encoded) / config.batch_size) / config.grad_accum)
         total_steps = config.max_steps or epoch_steps * config.epochs
         self.plan = Plan(epoch_steps, total_steps, config.eval_every, config.save_steps)
@@ -170,20 +175,17 @@ class Trainer:
         progress.window_loss, progress.window_tokens = 0.0, 0
         # The main process evaluates; with a sharded base every process runs the forwards with it.
         scoring = self.eval_rows and (self.parallel.main or self.config.shard_base)
-        result = self.tuned.evaluate(self.eval_rows, self.config.eval_batch_size, mode=self.eval_mode,
-                                     by_label=True) if scoring else None  # fmt: skip
+        generate = self.config.keep_best in TEXT_METRICS  # a text task decodes only to select by what it writes
+        result = self.tuned.evaluate(self.eval_rows, self.config.eval_batch_size, mode=self.eval_mode, by_label=True,
+                                     generate=generate) if scoring else None  # fmt: skip
         return self.parallel.decide(self._log_evaluation(record, result) if self.parallel.main else False)
 
     def _log_evaluation(self, record: dict, result: dict | None) -> bool:
         progress, config = self.progress, self.config
         stop = False
         if result is not None:
-            record.update(
-                eval_loss=result["loss"],
-                eval_ppl=result["perplexity"],
-                accuracy=result["accuracy"],
-                macro_f1=result["macro_f1"],
-            )
+            record.update(eval_loss=result["loss"], eval_ppl=result["perplexity"])
+            record.update({name: result[name] for name in METRICS if name in result and name != "loss"})
             if config.keep_best:
                 value = result[config.keep_best]
                 sign = -1 if config.keep_best == "loss" else 1

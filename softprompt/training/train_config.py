@@ -18,12 +18,15 @@ from ..utils.errors import ParameterError, SoftpromptError
 from ..utils.hardware import DEVICE_HELP, DTYPE_CHOICES, resolve_device
 from .reporting import REPORT_TO, check_installed
 
-METRICS = ("loss", "accuracy", "macro_f1")
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
+TEXT_METRICS = ("exact_match", "f1", "rougeL", "bleu")  # decoded greedily on the dev rows at each evaluation
+METRICS = ("loss", *CLASSIFICATION_METRICS, *TEXT_METRICS)
 DESIGN_INIT = PROMPT_DESIGN.name  # the prompt starts as `shots` demonstrations (demonstrations.py), not from INITS
 OPTIMIZERS = ("adamw", "adafactor")
 # What prompt design reads (toolbox/prompt_design.py): its data, model, examples and output; nothing it trains.
 DESIGN_OPTIONS = ("model", "dtype", "device", "task", "train", "eval", "data_dir", "dev_fraction", "train_limit",
-                  "template", "label_field", "labels", "verbalizer", "shots", "seed", "max_length", "eval_batch_size",
+                  "template", "label_field", "labels", "verbalizer", "target_field", "target_template",
+                  "references_field", "max_new_tokens", "shots", "seed", "max_length", "eval_batch_size",
                   "output", "progress")  # fmt: skip
 DTYPE_HELP = (
     "base dtype: auto (bfloat16 where the CPU or GPU runs it natively, else float32 on a CPU and float16 on a GPU), "
@@ -70,6 +73,14 @@ class TrainConfig:
         None, "comma-separated label values (default: those found in the training file; \\, escapes a comma)"
     )
     verbalizer: str | None = option(None, 'label value -> word, e.g. "0=negative,1=positive"')
+    target_field: str | None = option(None, "text to text: the column the model learns to write (not a label)")
+    target_template: str | None = option(None, 'text to text: the target written from fields, e.g. "{a} ({b})"')
+    references_field: str | None = option(
+        None, "text to text: a column with a JSON list of references to score against (default: the target)"
+    )
+    max_new_tokens: int | None = option(
+        None, "tokens generated, and a target's budget (default: the task's, else 64; classification: its labels')"
+    )
     num_virtual_tokens: int = option(8, "number of prompt vectors (with --init prompt-design: the examples' tokens)")
     init: str | None = option(
         None,  # text when the task has an init text, else class-label (the paper's default)
@@ -95,9 +106,14 @@ class TrainConfig:
     eval_batch_size: int = option(32, "rows per evaluation batch")
     grad_accum: int = option(1, "micro-batches per optimizer step")
     max_grad_norm: float = option(0.0, "clip the prompt's gradient norm (0 = off)")
-    max_length: int = option(64, "max tokens of input + label; the input is cut, never the label")
+    max_length: int | None = option(
+        None, "max tokens of input + label or target (default: the task's, else 64); the input is cut first"
+    )
     eval_every: int = option(0, "evaluate every N steps (0 = each epoch)")
-    keep_best: str | None = option(None, "keep the prompt with the best eval loss, accuracy or macro_f1", METRICS)
+    keep_best: str | None = option(
+        None, "keep the prompt with the best eval loss, accuracy or macro_f1 (text to text: exact_match, f1, rougeL, "
+        "bleu, from greedy decoding)", METRICS,
+    )
     patience: int = option(0, "with --keep-best, stop after N evaluations without improvement")
     save_steps: int = option(0, "also checkpoint every N steps (always at each epoch end)")
     bucket: bool = option(False, "batch rows of similar length together (less padding)")
@@ -147,8 +163,18 @@ class TrainConfig:
             raise ParameterError("task", "give exactly one of {task} (a shipped task) or {train} (a file)")
         if self.train_limit < 0:
             raise ParameterError("train_limit", "must be 0 (all rows) or positive")
-        for name in ("batch_size", "grad_accum", "max_length"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "grad_accum", "max_length", "max_new_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ParameterError(name, "must be at least 1")
         if self.init == DESIGN_INIT and self.shots < 1:
             raise ParameterError("shots", "{init} prompt-design needs at least 1 example, got {n}", n=self.shots)
+
+
+def check_metric(metric: str | None, task) -> None:
+    """A metric to select by that the task reports: accuracy and macro_f1 for classification, a generation
+    metric for a text-to-text task, loss for both."""
+    if metric in (TEXT_METRICS if not task.generates else CLASSIFICATION_METRICS):
+        kind = "a text-to-text" if task.generates else "a classification"
+        allowed = ("loss", *(TEXT_METRICS if task.generates else CLASSIFICATION_METRICS))
+        raise ParameterError("keep_best", "{metric} is not reported for {kind} task (choose from {allowed})",
+                             metric=metric, kind=kind, allowed=", ".join(allowed))  # fmt: skip

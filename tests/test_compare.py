@@ -11,7 +11,7 @@ import pytest
 from softprompt.data.tasks import load_named
 from softprompt.models.base import load_base
 from softprompt.toolbox import compare
-from softprompt.toolbox.compare import COLUMNS, METHODS, parameter_count, run_compare
+from softprompt.toolbox.compare import METHODS, columns, parameter_count, run_compare
 from softprompt.toolbox.results_table import read_csv
 from softprompt.training.train import TrainConfig
 
@@ -25,7 +25,7 @@ def test_compare_three_methods_on_the_default_model(data_dir, tmp_path, monkeypa
     results = run_compare(config, ["smollm2-135m"], METHODS, [0], test_rows[:16], output)
     table = read_csv(output / "compare.csv", compare.INTEGERS)
     assert [r["method"] for r in table] == list(METHODS) and table == results
-    assert list(table[0]) == list(COLUMNS)
+    assert list(table[0]) == list(columns("classification"))
     assert {r["parameters"] for r in table} == {134_515_008}  # SmolLM2-135M, its embeddings tied
     assert all(r["test_n"] == 16 and 0 <= r["test_macro_f1"] <= 1 and r["dev_accuracy"] != "" for r in table)
     assert len({r["majority_accuracy"] for r in table}) == 1  # the same held-out rows for every method

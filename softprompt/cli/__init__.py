@@ -1,13 +1,15 @@
-"""The command line: `softprompt train | design | eval | predict | serve | ensemble | inspect | sweep | transfer`.
+"""The command line: `softprompt train | design | eval | predict | serve | ensemble | inspect | sweep | compare |
+transfer`.
 
 - train: train a soft prompt (flags generated from TrainConfig's fields, or `--resume DIR`);
 - design: prompt design, the untrained baseline (K examples in front of each input), as a prompt folder;
 - eval: held-out metrics as one JSON line; predict: predictions to CSV or JSONL (offline or via a server);
 - serve: many prompts over HTTP on one frozen model;
-- ensemble, inspect, sweep, transfer: the paper's toolbox (§6, §7, §3.2, §5).
+- ensemble, inspect, sweep, compare, transfer: the paper's toolbox (§6, §7, §3.2, Figure 1, §5).
 
-parser.py builds the parser, commands.py runs each command through the library. User errors print one line
-and exit 2; a library error that names a parameter (`init_text: ...`) is printed with its flag (`--init-text: ...`).
+parser.py builds the parser; commands.py and studies.py run each command through the library. User errors
+print one line and exit 2; a library error that names a parameter (`init_text: ...`) is printed with its flag
+(`--init-text: ...`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from .commands import COMMANDS
+    from .studies import COMMANDS as STUDIES
 
     hf_logging.disable_progress_bar()  # our own bar and one-line errors only
     warnings.formatwarning = lambda message, *_: f"softprompt: warning: {message}\n"
     try:
-        COMMANDS[args.command](args)
+        {**COMMANDS, **STUDIES}[args.command](args)
     except ParameterError as exc:
         print(f"softprompt: error: {exc.spelled(flag)}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ def train(args: argparse.Namespace) -> None:
     if args.resume:
         fit(resume_config(args.resume), resume=True)
         return
-    config = _train_config(args)
+    config = train_config(args)
     tuned = fit(config, overwrite=args.overwrite)
     print(f"saved prompt to {config.output}", file=sys.stderr)
     if tuned.record.metrics is not None:
@@ -28,14 +28,14 @@ def train(args: argparse.Namespace) -> None:
 def design(args: argparse.Namespace) -> None:
     from ..toolbox.prompt_design import run_design
 
-    config = _train_config(args)
+    config = train_config(args)
     tuned = run_design(config, overwrite=args.overwrite)
     print(f"saved prompt design ({tuned.record.shots} examples) to {config.output}", file=sys.stderr)
     if tuned.record.metrics is not None:
         print(json.dumps(tuned.record.metrics))
 
 
-def _train_config(args: argparse.Namespace):
+def train_config(args: argparse.Namespace):
     """TrainConfig from --config FILE.toml, overridden by the flags given."""
     from ..training.train_config import TrainConfig
 
@@ -165,88 +165,13 @@ def ensemble(args: argparse.Namespace) -> None:
     from ..toolbox.ensemble import evaluate_ensemble
 
     first = _load(args, args.prompts[0])
+    if first.task.generates:
+        raise SoftpromptError(f"{args.prompts[0]}: ensembles vote on labels; a text-to-text task has none")
     members = [first] + [TunedPrompt.from_pretrained(folder, base=first.base) for folder in args.prompts[1:]]
     rows, source = _rows(args)
     first.task.check(rows, source)
     result = evaluate_ensemble(members, rows, args.batch_size, args.mode, progress=args.progress)
     print(json.dumps({"data": source, **result}))
-
-
-def _names(text: str) -> list[str]:
-    """A comma-separated list, items stripped, empty ones dropped."""
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _numbers(text: str, option: str) -> list[int]:
-    try:
-        return [int(item) for item in _names(text)]
-    except ValueError:
-        raise SoftpromptError(f"{option}: expected comma-separated integers, got {text!r}") from None
-
-
-def _test_rows(args: argparse.Namespace, config) -> list[dict]:
-    """The held-out rows of a grid: --test FILE, or --task's --test-split; the first --test-limit of them."""
-    from ..data.tasks import load_named, read_rows
-
-    if args.test:
-        test_rows = read_rows(args.test)
-    elif config.task:
-        test_rows = load_named(config.task, args.test_split, Path(config.data_dir) if config.data_dir else None)[1]
-    else:
-        raise SoftpromptError(f"{args.command} needs --test FILE (or --task with a --test-split)")
-    return test_rows[: args.test_limit] if args.test_limit else test_rows
-
-
-def sweep(args: argparse.Namespace) -> None:
-    from ..toolbox.sweep import plot_sweep, read_sweep, run_sweep
-
-    if args.plot:
-        plot_sweep(read_sweep(Path(args.plot)), Path(args.plot).with_suffix(".png"))
-        return
-    config = _train_config(args)
-    test_rows = _test_rows(args, config)
-    lengths, seeds = _numbers(args.lengths, "--lengths"), _numbers(args.seeds, "--seeds")
-    inits = _names(args.inits)
-    results = run_sweep(config, lengths, inits, seeds, test_rows, Path(config.output))
-    for row in results:
-        print(json.dumps(row))
-
-
-def compare(args: argparse.Namespace) -> None:
-    from ..toolbox.compare import INTEGERS, METHODS, plot_compare, run_compare, summarize
-    from ..toolbox.results_table import format_table, read_csv
-
-    columns = ("model", "parameters", "method", "seeds", "test_accuracy", "test_macro_f1", "f1_range", "dev_macro_f1")
-    if args.plot:
-        results = read_csv(Path(args.plot), INTEGERS)
-        plot_compare(results, Path(args.plot).with_suffix(".png"))
-        print(format_table(summarize(results), columns, args.markdown))
-        return
-    config = _train_config(args)
-    methods = _names(args.methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise SoftpromptError(f"--methods: unknown {unknown[0]!r} (choose from {', '.join(METHODS)})")
-    models = _names(args.models)
-    seeds = _numbers(args.seeds, "--seeds")
-    results = run_compare(config, models, methods, seeds, _test_rows(args, config), Path(config.output))
-    print(f"compare: {len(results)} runs in {Path(config.output) / 'compare.csv'} and compare.png", file=sys.stderr)
-    print(format_table(summarize(results), columns, args.markdown))
-
-
-def transfer(args: argparse.Namespace) -> None:
-    from ..data.label_options import parse_mapping
-    from ..data.tasks import read_rows, rename_columns
-    from ..training.train import fit
-
-    config = _train_config(args)
-    mapping = parse_mapping(args.target_map, "target_map")
-    target = rename_columns(read_rows(args.target), mapping, args.target)
-    target = target[: args.target_limit] if args.target_limit else target
-    tuned = fit(config, overwrite=args.overwrite)
-    tuned.task.check(target, args.target)
-    result = tuned.evaluate(target, config.eval_batch_size, progress=config.progress)
-    print(json.dumps({"source": config.task or config.train, "target": args.target, **result}))
 
 
 def inspect(args: argparse.Namespace) -> None:
@@ -284,7 +209,4 @@ COMMANDS = {
     "serve": serve,
     "ensemble": ensemble,
     "inspect": inspect,
-    "sweep": sweep,
-    "compare": compare,
-    "transfer": transfer,
 }

@@ -193,18 +193,28 @@ def _toolbox_parsers(sub) -> None:
     compare.add_argument("--seeds", default="0", help="comma-separated seeds")
     compare.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
     add_grid_options(compare, "compare.csv")
+    _transfer_parser(sub)
+
+
+def _transfer_parser(sub) -> None:
+    """§5's zero-shot transfer: a training task, then the targets it is scored on."""
     transfer = sub.add_parser(
         "transfer",
         help="train on one task, evaluate zero-shot on another",
-        description="Train a prompt on one data set, then evaluate it zero-shot on another "
-        "whose columns are mapped onto the training fields (e.g. QQP -> MRPC).",
+        description="Train a prompt on one data set, then evaluate it zero-shot on others: a file whose columns "
+        "are mapped onto the training fields (e.g. QQP -> MRPC), or shipped tasks with the training task's fields "
+        "(e.g. squad -> squadshifts/reddit); one JSON line per target.",
     )
-    transfer.add_argument("--target", required=True, help="labelled file of the target task")
+    transfer.add_argument("--target", help="labelled file of the target task (with --target-map)")
     transfer.add_argument(
         "--target-map",
-        required=True,
         help='training field=target column pairs, e.g. "question1=#1 String,question2=#2 String,is_duplicate=Quality"',
     )
-    transfer.add_argument("--target-limit", type=int, default=0, help="evaluate on the first N target rows only")
+    transfer.add_argument(
+        "--target-tasks",
+        help="comma-separated shipped tasks to evaluate on, each NAME or NAME:SPLIT (default split test), e.g. "
+        '"squad:dev,squadshifts/new_wiki,squadshifts/reddit,squadshifts/amazon,mrqa/relation_extraction"',
+    )
+    transfer.add_argument("--target-limit", type=int, default=0, help="evaluate on the first N rows of each target")
     transfer.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
     add_config_options(transfer)

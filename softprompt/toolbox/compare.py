@@ -30,9 +30,22 @@ from .prompt_design import run_design
 from .results_table import mean_and_range, read_csv, write_csv
 
 METHODS = (PROMPT_TUNING.name, MODEL_TUNING.name, PROMPT_DESIGN.name)  # the order of the tables and lines
-COLUMNS = ("model", "parameters", "method", "seed", "dev_accuracy", "dev_macro_f1", "test_n", "test_accuracy",
-           "test_macro_f1", "majority_accuracy", "majority_macro_f1", "seconds", "base_dtype")  # fmt: skip
+# Each kind of task's two scores: the first and the second (the one the seeds' range and the plot show).
+SCORES = {"classification": ("accuracy", "macro_f1"), "text": ("exact_match", "f1")}
 INTEGERS = ("parameters", "seed", "test_n")
+
+
+def columns(kind: str) -> tuple[str, ...]:
+    """compare.csv's columns for a kind of task: the majority class only where there are classes."""
+    first, second = SCORES[kind]
+    majority = (f"majority_{first}", f"majority_{second}") if kind == "classification" else ()
+    return ("model", "parameters", "method", "seed", f"dev_{first}", f"dev_{second}", "test_n", f"test_{first}",
+            f"test_{second}", *majority, "seconds", "base_dtype")  # fmt: skip
+
+
+def kind_of(results: Sequence[dict]) -> str:
+    """The kind of task a table's rows score."""
+    return "text" if results and "test_exact_match" in results[0] else "classification"
 
 
 def parameter_count(model, ref: str) -> int:
@@ -89,14 +102,16 @@ def run_compare(
         dev_rows = load_data(config).dev
         dev = tuned.evaluate(dev_rows, config.eval_batch_size, progress=config.progress) if dev_rows else {}
         test = tuned.evaluate(test_rows, config.eval_batch_size, progress=config.progress)
-        results.append({
-            "model": model, "parameters": parameter_count(tuned.lm.model, model), "method": method, "seed": seed,
-            "dev_accuracy": dev.get("accuracy", ""), "dev_macro_f1": dev.get("macro_f1", ""), "test_n": test["n"],
-            "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
-            "majority_accuracy": test["majority_accuracy"], "majority_macro_f1": test["majority_macro_f1"],
-            "seconds": round(seconds, 1), "base_dtype": tuned.record.base_dtype or "",
-        })  # fmt: skip
-        write_csv(results, target, COLUMNS)
+        kind = "text" if tuned.task.generates else "classification"
+        table = columns(kind)
+        row = {"model": model, "parameters": parameter_count(tuned.lm.model, model), "method": method, "seed": seed,
+               "test_n": test["n"], "seconds": round(seconds, 1), "base_dtype": tuned.record.base_dtype or ""}
+        for score in SCORES[kind]:
+            row.update({f"dev_{score}": dev.get(score, ""), f"test_{score}": test[score]})
+            if f"majority_{score}" in table:
+                row[f"majority_{score}"] = test[f"majority_{score}"]
+        results.append(row)
+        write_csv(results, target, table)
         RunFolder(folder).prune()  # recorded, so never resumed: a grid of model-tuning runs would fill the disk
     plot_compare(results, output / "compare.png")
     return results
@@ -106,26 +121,35 @@ def summarize(results: Sequence[dict]) -> list[dict]:
     """One row per (model, method), smallest model first, methods in `METHODS` order: the held-out scores' mean
     over the seeds and the macro-F1's range, the dev macro-F1's mean; then the majority class (the same held-out
     rows for every run)."""
+    first, second = SCORES[kind_of(results)]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in sorted(results, key=lambda r: (r["parameters"], r["model"], METHODS.index(r["method"]))):
         groups.setdefault((row["model"], row["method"]), []).append(row)
     summary = []
     for (model, method), rows in groups.items():
-        f1 = [r["test_macro_f1"] for r in rows]
-        dev = [r["dev_macro_f1"] for r in rows if r["dev_macro_f1"] != ""]
+        f1 = [r[f"test_{second}"] for r in rows]
+        dev = [r[f"dev_{second}"] for r in rows if r[f"dev_{second}"] != ""]
         summary.append({"model": model, "parameters": rows[0]["parameters"], "method": method, "seeds": len(rows),
-                        "test_accuracy": statistics.mean(r["test_accuracy"] for r in rows),
-                        "test_macro_f1": statistics.mean(f1), "f1_range": f"{min(f1):.3f}-{max(f1):.3f}",
-                        "dev_macro_f1": statistics.mean(dev) if dev else ""})  # fmt: skip
-    if results:
+                        f"test_{first}": statistics.mean(r[f"test_{first}"] for r in rows),
+                        f"test_{second}": statistics.mean(f1), "f1_range": f"{min(f1):.3f}-{max(f1):.3f}",
+                        f"dev_{second}": statistics.mean(dev) if dev else ""})  # fmt: skip
+    if results and f"majority_{first}" in results[-1]:
         last = results[-1]
-        summary.append({"model": "majority class", "test_accuracy": last["majority_accuracy"],
-                        "test_macro_f1": last["majority_macro_f1"]})  # fmt: skip
+        summary.append({"model": "majority class", f"test_{first}": last[f"majority_{first}"],
+                        f"test_{second}": last[f"majority_{second}"]})  # fmt: skip
     return summary
 
 
-def plot_compare(results: Sequence[dict], target: Path, metric: str = "test_macro_f1") -> None:
-    """Score against parameters, one line per method: the mean over seeds, and a band from lowest to highest."""
+def summary_columns(results: Sequence[dict]) -> tuple[str, ...]:
+    """The columns `summarize`'s rows fill, for this table's kind of task."""
+    first, second = SCORES[kind_of(results)]
+    return ("model", "parameters", "method", "seeds", f"test_{first}", f"test_{second}", "f1_range", f"dev_{second}")
+
+
+def plot_compare(results: Sequence[dict], target: Path, metric: str | None = None) -> None:
+    """Score against parameters, one line per method: the mean over seeds, and a band from lowest to highest
+    (by default of the second score: macro-F1, or a text-to-text task's F1)."""
+    metric = metric or f"test_{SCORES[kind_of(results)][1]}"
     import matplotlib
 
     matplotlib.use("Agg")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..prompts.checkpoint import atomic_write
 
-FLOATS = ("accuracy", "macro_f1", "loss", "seconds")  # column name endings
+FLOATS = ("accuracy", "f1", "exact_match", "loss", "seconds")  # column name endings
 
 
 def write_csv(results: Sequence[dict], target: Path, columns: Sequence[str]) -> None:

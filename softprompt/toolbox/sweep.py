@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..data.loading import load_data
 from ..data.tasks import Row
 from ..models.base import Base
 from ..models.prompt import INITS
@@ -38,6 +39,9 @@ def run_sweep(
         )
     if not lengths or min(lengths) < 1:
         raise ParameterError("lengths", "must be positive integers")
+    if load_data(base_config).task.generates:
+        raise ParameterError("task", "the sweep tables accuracy and macro-F1 of classification; for a text-to-text "
+                             "task, run `compare` or one `train` a point")  # fmt: skip
     results: list[dict] = []
     grid = list(itertools.product(lengths, inits, seeds))
     for number, (length, init, seed) in enumerate(grid, 1):

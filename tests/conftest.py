@@ -1,6 +1,7 @@
-"""Shared fixtures: the real default model, and tiny random-weight Llama and T5 models on its real tokenizer;
-what several test files would otherwise each build again (a server of the real default model, the uninterrupted
-run the kill-and-resume tests compare with), built once per session."""
+"""Shared fixtures: the real default model, tiny random-weight Llama and T5 models on its real tokenizer, and
+synthetic.py's tiny Llama with its own tokenizer; what several test files would otherwise each build again (a
+server of the real default model, the uninterrupted run the kill-and-resume tests compare with), built once per
+session."""
 
 from __future__ import annotations
 
@@ -83,6 +84,22 @@ def t5(t5_dir):
     from softprompt.models.base import load_base
 
     return load_base(str(t5_dir), "float32")
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory) -> Path:
+    """models/synthetic.py's tiny random Llama (2 layers, weights wide enough that what it generates depends on
+    them) saved as a local HF folder with its own tokenizer: no download, not even SmolLM2's tokenizer."""
+    from softprompt.models import synthetic
+
+    return synthetic.save_folder(tmp_path_factory.mktemp("tiny-llama"), "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def llama(llama_dir):
+    from softprompt.models.base import load_base
+
+    return load_base(str(llama_dir), "float32")
 
 
 @pytest.fixture(scope="session")

@@ -151,12 +151,6 @@ def test_mixed_prompts_in_one_batch_with_stop_ids_give_each_rows_own_tokens(llam
     assert len(mixed[0]) <= 3 and len(mixed[1]) <= 2 and mixed[0][-1] in stop_ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: engine/decoding.py makes its end ids with torch.tensor([eos_token_id, *stop_ids]) without "
-    "device= (then .to() at every step), which tests/test_device.py's rule forbids; test_device only decodes "
-    "with eos None, so it never reaches that line",
-)
 def test_decoding_with_an_eos_makes_every_tensor_on_the_models_device(llama):
     tuned = _tuned(llama, task=dataclasses.replace(TASK, stop=["\n"]))
     with NoImplicitDevice():

@@ -94,11 +94,6 @@ def test_target_field_and_target_template_together_are_refused(llama_dir, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: data/loading.py builds a text task from --target-field and drops --label-field unread, so the "
-    "run trains as text to text instead of refusing the two together",
-)
 def test_target_field_and_label_field_together_are_refused(llama_dir, tmp_path, capsys):
     rows = [{**row, "kind": "question"} for row in qa_rows(4)]
     train = write_jsonl(tmp_path / "qa.jsonl", rows)
@@ -127,11 +122,6 @@ def test_keep_best_of_the_other_kind_of_task_is_refused_by_its_flag(task, metric
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: predict checks its rows with labelled=False, which skips the references check, and then reads "
-    "a present references field with json.loads: 'abc' raises JSONDecodeError, [1, 2] AttributeError (tracebacks)",
-)
 @pytest.mark.parametrize("references", ["abc", [1, 2]])
 def test_predict_on_a_row_with_bad_references_is_one_line(references, llama_dir, tmp_path, capsys):
     model, tokenizer = base = load_base(str(llama_dir), "float32")

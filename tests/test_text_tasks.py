@@ -122,11 +122,6 @@ def test_a_long_target_is_cut_at_its_end_to_max_new_tokens_and_the_run_says_how_
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a text task's default max_new_tokens (64) plus EOS exceeds the default max_length (64), so a "
-    "text task trained without --max-length/--max-new-tokens always fails with 'max_length: 64 leaves no room'",
-)
 def test_a_text_task_trains_with_the_default_lengths(llama, llama_dir, tmp_path):
     config = text_config(llama_dir, write_jsonl(tmp_path / "qa.jsonl", qa_rows(4)), tmp_path / "run", max_steps=1,
                          max_new_tokens=None)  # fmt: skip
@@ -195,11 +190,6 @@ def test_keep_best_of_the_other_kind_of_task_is_a_one_line_parameter_error(llama
     assert not (tmp_path / "text").exists() and not (tmp_path / "labels").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Trainer.build clears an --overwrite folder (folder.clear()) before Trainer.__init__ runs "
-    "check_metric, so a refused --keep-best deletes the previous run's checkpoints, best/ and metrics.jsonl",
-)
 def test_a_refused_keep_best_leaves_the_run_it_would_overwrite_whole(llama, llama_dir, tmp_path):
     config = text_config(llama_dir, write_jsonl(tmp_path / "qa.jsonl", qa_rows(8)), tmp_path / "run",
                          dev_fraction=0.25, max_steps=2, keep_best="loss")  # fmt: skip
@@ -328,11 +318,6 @@ def test_the_predict_command_writes_predictions_beside_their_references(kept_run
         assert float(row["f1"]) == pytest.approx(wanted["f1"], abs=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: write_predictions takes a text task's score columns from the first prediction: a later "
-    "unlabelled row (no scores) raises KeyError, and a first unlabelled row drops every row's scores",
-)
 def test_a_csv_of_labelled_and_unlabelled_rows_keeps_each_rows_scores(kept_run, tmp_path):
     tuned, _, dev = kept_run
     rows = [dev[0], {"question": dev[1]["question"]}, dev[2]]

@@ -74,6 +74,9 @@ def _task_and_rows(options: DataOptions) -> tuple[Task, list[Row], str]:
         # checked again, as a task built from flags is
         return dataclasses.replace(task, **overrides, **decoding), rows, source
     text = bool(target["target_field"] or target["target_template"])
+    if text and (options.label_field or options.labels):
+        raise ParameterError("target_field", "give {target_field} (text to text) or {label_field} (classification), "
+                             "not both")  # fmt: skip
     if not options.template or not (options.label_field or text):
         raise ParameterError("train", "needs {template} and a {label_field} (classification) or a {target_field} "
                              "or {target_template} (text to text)")  # fmt: skip

@@ -123,8 +123,9 @@ class Task:
 
     def scorable(self, row: Row) -> bool:
         """Whether a text-to-text row holds what its output is scored against (unlabelled rows do not)."""
-        needed = [self.references_field] if self.references_field else self.target_fields
-        return all(name in row for name in needed)
+        if self.references_field:
+            return self.references_field in row
+        return all(name in row for name in self.target_fields) and bool(self.target(row).strip())
 
     def references(self, row: Row) -> list[str]:
         """What a text-to-text row's output is scored against: its references field's list, else its target."""
@@ -155,6 +156,8 @@ class Task:
                 raise SoftpromptError(f"{where}: empty input (nothing rendered from {fields})")
             if labelled and self.generates:
                 self._check_target(row, where)
+            elif self.generates and self.references_field in row:  # an unlabelled row may still hold references
+                self._check_references(row, where)
             elif labelled and row.get(self.label_field) not in labels:
                 raise SoftpromptError(f"{where}: {show(self.label_field)}={row.get(self.label_field)!r} is not one "
                                       f"of the labels ({', '.join(map(show, self.labels))})")  # fmt: skip
@@ -166,10 +169,12 @@ class Task:
             raise SoftpromptError(f"{where}: no target field {show(missing[0])}")
         if not self.target(row).strip():
             raise SoftpromptError(f"{where}: empty target ({', '.join(map(show, self.target_fields))})")
-        if not self.references_field:
-            return
-        if self.references_field not in row:
+        if self.references_field and self.references_field not in row:
             raise SoftpromptError(f"{where}: no references field {show(self.references_field)}")
+        if self.references_field:
+            self._check_references(row, where)
+
+    def _check_references(self, row: Row, where: str) -> None:
         try:
             references = json.loads(row[self.references_field])
         except ValueError:

@@ -36,17 +36,20 @@ def decode(
     chosen: list[torch.Tensor] = []
     done: torch.Tensor | None = None
     last = None
-    ends = None if eos_token_id is None else torch.tensor([eos_token_id, *stop_ids])
+    end_ids = ([] if eos_token_id is None else [eos_token_id]) + list(stop_ids)
+    ends = None
     for _ in range(max_new_tokens):
         logits = step(last)
         next_ids = pick(logits, temperature, top_p, generator)
         if observe is not None:
             live = torch.arange(batch, device=logits.device) if done is None else (~done).nonzero().squeeze(1)
             observe(live, next_ids[live], F.log_softmax(logits[live].float(), dim=-1))
-        if ends is not None:
-            done = torch.zeros_like(next_ids, dtype=torch.bool) if done is None else done
-            next_ids = torch.where(done, eos_token_id, next_ids)
-            done |= torch.isin(next_ids, ends.to(next_ids.device))
+        if end_ids:
+            if ends is None:  # made once, where the logits are
+                ends = torch.tensor(end_ids, device=logits.device)
+                done = torch.zeros_like(next_ids, dtype=torch.bool)
+            next_ids = torch.where(done, end_ids[0], next_ids)  # an ended row repeats an end id, cut off below
+            done |= torch.isin(next_ids, ends)
         chosen.append(next_ids)
         last = next_ids
         if done is not None and done.all():

@@ -28,11 +28,12 @@ def write_predictions(output: str | os.PathLike, predictions: Sequence[dict], la
             for number, p in enumerate(predictions, 1):
                 writer.writerow([number, p["label"], *[f"{p['scores'][label]:.6f}" for label in labels]])
         else:  # text to text: the generated text beside its references (a JSON list) and scores, where known
-            scores = [key for key in predictions[0] if key not in ("prediction", "references")] if predictions else []
+            scores = list(dict.fromkeys(k for p in predictions for k in p if k not in ("prediction", "references")))
             writer.writerow(["row", "prediction", "references", *scores])
             for number, p in enumerate(predictions, 1):
                 references = json.dumps(p["references"]) if "references" in p else ""
-                writer.writerow([number, p["prediction"], references, *[f"{p[key]:.6f}" for key in scores]])
+                writer.writerow([number, p["prediction"], references, *[f"{p[key]:.6f}" if key in p else ""
+                                                                         for key in scores]])  # fmt: skip
         text = buffer.getvalue()
     else:
         raise ParameterError("output", "{path}: use a .csv or .jsonl file name", path=str(output))

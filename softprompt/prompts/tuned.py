@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.batching import Encoder
+from ..data.batching import DEFAULT_NEW_TOKENS, Encoder
 from ..data.tasks import Row, Task
 from ..engine.causal import PromptedCausalLM
 from ..engine.prompted import PromptedModel, ScoringMode
@@ -41,10 +41,12 @@ DEFAULT_MAX_LENGTH = 64
 
 
 def encoder_for(base: Base, task: Task, max_length: int | None = None) -> Encoder:
-    """The task's encoder on this base, `max_length` tokens of input and target (default: the task's, else 64):
-    an encoder-decoder's inputs keep their EOS (T5 was trained so)."""
+    """The task's encoder on this base, `max_length` tokens of input and target (default: the task's, else 64,
+    and for text to text 64 beside the target's budget): an encoder-decoder's inputs keep their EOS (T5 was
+    trained so)."""
     seq2seq = bool(getattr(base.model.config, "is_encoder_decoder", False))
-    return Encoder(task, base.tokenizer, max_length or task.max_length or DEFAULT_MAX_LENGTH, input_eos=seq2seq)
+    default = DEFAULT_MAX_LENGTH + ((task.max_new_tokens or DEFAULT_NEW_TOKENS) + 1 if task.generates else 0)
+    return Encoder(task, base.tokenizer, max_length or task.max_length or default, input_eos=seq2seq)
 
 
 @dataclass

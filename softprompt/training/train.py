@@ -58,7 +58,6 @@ class Trainer:
         self.config, self.tuned, self.folder, self.parallel = config, tuned, folder, parallel
         self.train_rows, self.eval_rows = train_rows, eval_rows
         encoder = tuned.encoder
-        check_metric(config.keep_best, tuned.task)
         self.encoded = [(encoder.input_ids(row), encoder.target_ids(row)) for row in train_rows]
         cut = encoder.targets_cut(train_rows)
         if cut and parallel.main:
@@ -93,6 +92,7 @@ class Trainer:
         `start` says, clear the folder's previous run (only now, so a run that cannot start leaves it whole) or
         resume from its checkpoint."""
         task, train_rows, eval_rows = load_data(config)
+        check_metric(config.keep_best, task)  # before the model loads, and before the folder is cleared
         tuned = make_tuned(config, task, train_rows, base)
         parallel = parallel or DataParallel(resolve_device(config.device))
         if config.shard_base:

@@ -107,7 +107,8 @@ class TrainConfig:
     grad_accum: int = option(1, "micro-batches per optimizer step")
     max_grad_norm: float = option(0.0, "clip the prompt's gradient norm (0 = off)")
     max_length: int | None = option(
-        None, "max tokens of input + label or target (default: the task's, else 64); the input is cut first"
+        None, "max tokens of input + label or target (default: the task's, else 64 for the input beside the label or "
+        "target); the input is cut first"
     )
     eval_every: int = option(0, "evaluate every N steps (0 = each epoch)")
     keep_best: str | None = option(

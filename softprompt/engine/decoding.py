@@ -36,9 +36,11 @@ def decode(
     chosen: list[torch.Tensor] = []
     done: torch.Tensor | None = None
     last = None
-    ends = None if eos_token_id is None else torch.tensor([eos_token_id, *stop_ids])
+    ends = None  # EOS and the stop tokens, made on the logits' device
     for _ in range(max_new_tokens):
         logits = step(last)
+        if ends is None and eos_token_id is not None:
+            ends = torch.tensor([eos_token_id, *stop_ids], device=logits.device)
         next_ids = pick(logits, temperature, top_p, generator)
         if observe is not None:
             live = torch.arange(batch, device=logits.device) if done is None else (~done).nonzero().squeeze(1)
@@ -46,7 +48,7 @@ def decode(
         if ends is not None:
             done = torch.zeros_like(next_ids, dtype=torch.bool) if done is None else done
             next_ids = torch.where(done, eos_token_id, next_ids)
-            done |= torch.isin(next_ids, ends.to(next_ids.device))
+            done |= torch.isin(next_ids, ends)
         chosen.append(next_ids)
         last = next_ids
         if done is not None and done.all():

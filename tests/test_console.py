@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from softprompt.data.tasks import Task
 from softprompt.models.base import Base
 from softprompt.models.prompt import init_prompt
 from softprompt.prompts.record import FolderRecord
@@ -24,6 +25,7 @@ needs_browser = pytest.mark.skipif(
 )
 TOKEN = "console-admin-token-0123456789"
 INPUTS = ["a gripping, beautifully acted film", "the worst two hours I have spent in a cinema"]
+QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?"]
 
 
 def test_shipped_console_names_no_external_url():
@@ -37,13 +39,17 @@ def test_shipped_console_names_no_external_url():
     assert sources and all(s.startswith("console/") for s in sources)
 
 
+ANSWER = Task("Question: {question}\nAnswer:", target_field="answer", max_new_tokens=8)  # a text-to-text task
+SERVED = ["answer", "sentiment", "tweets"]
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, smollm2):
-    """Two served tasks, and a third folder to upload from the page."""
+    """Three served tasks (one of them text to text), and a fourth folder to upload from the page."""
     model, tokenizer = smollm2
     root = tmp_path_factory.mktemp("console")
-    for seed, name in enumerate(("tweets", "sentiment", "topic")):
-        task, n_tokens = TASKS[name]
+    for seed, name in enumerate(("tweets", "sentiment", "topic", "answer")):
+        task, n_tokens = TASKS[name] if name in TASKS else (ANSWER, 4)
         prompt = init_prompt(n_tokens, model.get_input_embeddings(), tokenizer, "sampled-vocab", seed=seed)
         folder = root / ("upload" if name == "topic" else "prompts") / name
         tuned = TunedPrompt.build(Base(model, tokenizer), prompt, task, record=FolderRecord(init="sampled-vocab"))
@@ -92,14 +98,14 @@ def test_console_in_a_real_browser(folders, browser, tmp_path):
     args = ("--admin-token-file", str(folders / "token"), "--max-input-tokens", "24")
     with running_server("smollm2-135m", folders / "prompts", *args) as url:
         browser.get(url + "/")
-        _wait(browser, lambda d: sorted(_task_names(d)) == ["sentiment", "tweets"])
+        _wait(browser, lambda d: sorted(_task_names(d)) == SERVED)
 
         # Try: the labels shown are the API's for the same inputs.
         Select(browser.find_element("id", "task")).select_by_value("sentiment")
         box = browser.find_element("id", "inputs")
         box.clear()
         box.send_keys("\n".join(INPUTS))
-        browser.find_element("id", "classify").click()
+        browser.find_element("id", "predict").click()
         _wait(browser, lambda d: len(d.find_elements("css selector", "#results .result")) == len(INPUTS))
         shown = [r.get_attribute("data-label") for r in browser.find_elements("css selector", "#results .result")]
         status, answer, _ = call(url + "/v1/classify", "POST", {"task": "sentiment", "inputs": INPUTS})
@@ -109,13 +115,24 @@ def test_console_in_a_real_browser(folders, browser, tmp_path):
         browser.save_screenshot(str(tmp_path / "console.png"))
         assert (tmp_path / "console.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+        # A text-to-text task: the generated text, the API's, instead of label bars.
+        Select(browser.find_element("id", "task")).select_by_value("answer")
+        box.clear()
+        box.send_keys("\n".join(QUESTIONS))
+        browser.find_element("id", "predict").click()
+        _wait(browser, lambda d: len(d.find_elements("css selector", "#results .result pre.prediction")) == 2)
+        shown = [r.text for r in browser.find_elements("css selector", "#results .result pre.prediction")]
+        status, answer, _ = call(url + "/v1/predict", "POST", {"task": "answer", "rows": QUESTIONS})
+        assert status == 200 and shown == [output["text"] for output in answer["outputs"]] and any(shown)
+        assert not browser.find_elements("css selector", "#results .result .bar")
+
         # A bad input shows the API's one-line error.
         long_input = " ".join(["word"] * 40)
         box.clear()
         box.send_keys(long_input)
-        browser.find_element("id", "classify").click()
+        browser.find_element("id", "predict").click()
         error = _wait(browser, lambda d: d.find_element("id", "error").is_displayed() and d.find_element("id", "error"))
-        status, refused, _ = call(url + "/v1/classify", "POST", {"task": "sentiment", "inputs": [long_input]})
+        status, refused, _ = call(url + "/v1/predict", "POST", {"task": "answer", "rows": [long_input]})
         assert status == 422 and error.text == refused["error"]
 
         # Admin, shown with a token: a broken upload shows its error line; a good one adds the task; delete.
@@ -164,5 +181,5 @@ def test_console_asks_for_the_api_key(folders, browser, tmp_path):
         assert "Bearer" in browser.find_element("id", "error").text
         browser.find_element("id", "api-key").send_keys(key)
         browser.find_element("css selector", "#key-form button").click()
-        _wait(browser, lambda d: sorted(_task_names(d)) == ["sentiment", "tweets"])
+        _wait(browser, lambda d: sorted(_task_names(d)) == SERVED)
         assert not browser.find_element("id", "error").is_displayed()

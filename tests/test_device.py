@@ -129,6 +129,7 @@ def test_server_batches_ensembles_and_inspect(tiny):
     with NoImplicitDevice():
         _classify([Job("classify", tuned, rows) for tuned in prompts])
         _complete([Job("complete", tuned, rows[:2], {**params, "seed": seed}) for seed, tuned in enumerate(prompts)])
-        _complete([Job("complete", tuned, rows[:2], {**params, "temperature": 0.0}) for tuned in prompts])
+        stops = {"temperature": 0.0, "stop_ids": prompts[0].encoder.stop_ids}  # a text task's job (/v1/predict)
+        _complete([Job("complete", tuned, rows[:2], {**params, **stops}) for tuned in prompts])
         evaluate_ensemble(prompts, ROWS, batch_size=4)
         nearest_tokens(prompts[1], k=2)

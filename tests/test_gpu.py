@@ -111,9 +111,9 @@ def test_a_mixed_batch_of_three_prompts_scores_as_on_the_cpu(sides, mode):
     _assert_same_scores(cpu, dev_prompts[0].score_rows(rows, labels, dev_prompts, batch_size=4, mode=mode))
 
 
-def _generate(lm, rows, prompts=None, tokens: int = 8, eos: int | None = None) -> list[list[int]]:
+def _generate(lm, rows, prompts=None, tokens: int = 8, eos: int | None = None, stop_ids=()) -> list[list[int]]:
     ids, mask = pad_left(rows, 0, device=lm.device)
-    return lm.generate(ids, mask, tokens, eos, prompts=prompts)
+    return lm.generate(ids, mask, tokens, eos, prompts=prompts, stop_ids=stop_ids)
 
 
 def test_greedy_generation_is_token_for_token_the_cpus(sides):
@@ -121,6 +121,16 @@ def test_greedy_generation_is_token_for_token_the_cpus(sides):
         rows = _rows(cpu)
         assert _generate(dev.lm, rows[:1]) == _generate(cpu.lm, rows[:1])
         assert _generate(dev.lm, rows) == _generate(cpu.lm, rows)
+
+
+def test_generation_ended_at_stop_tokens_is_the_cpus(sides):
+    """Rows end after a stop token (a text task's, as /v1/predict decodes it) on the device as on the CPU."""
+    (rows, cpu_prompts, _), (_, dev_prompts, _) = _mixed(sides[0]), _mixed(sides[1])
+    eos = cpu_prompts[0].model.config.eos_token_id
+    stops = sorted({row[2] for row in _generate(cpu_prompts[0], rows, cpu_prompts, eos=eos) if len(row) > 2})
+    ended = _generate(cpu_prompts[0], rows, cpu_prompts, eos=eos, stop_ids=stops)
+    assert _generate(dev_prompts[0], rows, dev_prompts, eos=eos, stop_ids=stops) == ended
+    assert any(len(row) < 8 for row in ended)
 
 
 def test_greedy_generation_under_mixed_prompts_is_token_for_token_the_cpus(sides):

@@ -131,7 +131,10 @@ def predict(args: argparse.Namespace) -> None:
 
     rows, source = _rows(args)
     if args.server:
-        predictions, labels = _predict_remote(args.server, args.prompt, rows, args.batch_size, args.api_key_file)
+        from .remote import predict_remote
+
+        predictions, labels = predict_remote(args.server, args.prompt, rows, source, args.batch_size,
+                                             args.api_key_file, _sampling(args))  # fmt: skip
     else:
         tuned = _load(args, args.prompt)
         tuned.task.check(rows, source, labelled=False)
@@ -140,24 +143,6 @@ def predict(args: argparse.Namespace) -> None:
         labels = tuned.task.labels
     write_predictions(args.output, predictions, labels)
     print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
-
-
-def _predict_remote(
-    url: str, task: str, rows: list[dict], batch_size: int, api_key_file: str | None = None
-) -> tuple[list[dict], list[str]]:
-    """The same predictions, computed by a `softprompt serve` server (PROMPT is then the task's name)."""
-    from ..serve.auth import read_secret
-    from ..serve.client import Client
-
-    client = Client(url, api_key=read_secret("--api-key-file", api_key_file) if api_key_file else None)
-    labels = next((t["labels"] for t in client.tasks() if t["name"] == task), None)
-    if labels is None:
-        raise SoftpromptError(f"{url}: no task {task!r}")
-    predictions = []
-    for start in range(0, len(rows), batch_size):
-        reply = client.classify(task, rows[start : start + batch_size], return_scores=True)
-        predictions += [{"label": label, "scores": scores} for label, scores in zip(reply["labels"], reply["scores"])]
-    return predictions, labels
 
 
 def ensemble(args: argparse.Namespace) -> None:

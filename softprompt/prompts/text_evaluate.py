@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from ..data.batching import Encoder
-from ..data.tasks import Row
+from ..data.tasks import Row, Task
 from ..engine.prompted import PromptedModel, ScoringMode
 from .generation import generate_texts, in_blocks
 from .text_metrics import row_metrics, text_metrics
@@ -62,8 +62,13 @@ def predict_text(
 ) -> list[dict]:
     """Per row: the generated text; beside it, where the row holds its target, the references and the row's
     exact_match, f1, ROUGE and BLEU."""
-    task = encoder.task
     answers = generate_texts(lm, encoder, rows, batch_size, progress=progress, **sampling)
+    return beside_references(encoder.task, rows, answers)
+
+
+def beside_references(task: Task, rows: Sequence[Row], answers: Sequence[str]) -> list[dict]:
+    """Prediction records of the rows' answers (decoded here or by a server): `{"prediction": text}`, with the
+    references and the row's scores where the row holds its target."""
     predictions = []
     for row, answer in zip(rows, answers):
         prediction: dict[str, object] = {"prediction": answer}

@@ -1,8 +1,9 @@
-"""The HTTP API (FastAPI): classify, OpenAI-style completions, task listing, admin uploads, health, metrics.
+"""The HTTP API (FastAPI): predict and classify, OpenAI-style completions, task listing, admin uploads, health,
+metrics.
 
-`create_app` wires the parts; each group of routes is registered by its own function below, over the store
-(tasks and their prompt versions), the engine (the batcher, the one thread that runs the model, or vLLM in
-front of it for completions) and the limits.
+`create_app` wires the parts; each group of routes is registered by its own function (below, and in task_api.py
+and openai_api.py), over the store (tasks and their prompt versions), the engine (the batcher, the one thread
+that runs the model, or vLLM in front of it for completions) and the limits.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..utils.errors import SoftpromptError
 from .auth import bearer_matches
-from .batcher import Engine, Job
+from .batcher import Engine
 from .config import ServeConfig
 from .guards import BEARER_CHALLENGE, CONSOLE_PATH, OPEN_PATHS, ApiKey, BodyLimit, error
-from .handling import ANSWERS, enqueue, input_ids, task_or_404
 from .metrics import Metrics
 from .openai_api import openai_routes
-from .schemas import NEUTRAL, ClassifyRequest, ClassifyResponse, Limits, TaskInfo
+from .schemas import NEUTRAL, Limits, TaskInfo
 from .store import PromptStore, check_name, unzip_folder
+from .task_api import task_routes
 
 CONSOLE = Path(__file__).parent / "console"
 
@@ -48,7 +49,7 @@ def create_app(
     app = FastAPI(
         title="softprompt",
         version="0.1.0",
-        description="One frozen model, many soft prompts: classification and completions per task.",
+        description="One frozen model, many soft prompts: labels, generated text and completions per task.",
     )
     app.state.store = store
     if api_key is not None:  # added first, so it runs inside `measure`: refused requests are counted too
@@ -58,7 +59,7 @@ def create_app(
     app.middleware("http")(metrics.measure)
     app.add_middleware(BodyLimit, limits=limits)
     _error_handlers(app)
-    _classify_route(app, store, engine, limits)
+    task_routes(app, store, engine, limits)
     openai_routes(app, store, engine, limits)
     _info_routes(app, store, engine, metrics)
     _admin_routes(app, store, admin_token)
@@ -89,24 +90,6 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)  # ours and the router's (404 for unknown paths)
     async def http_error(request: Request, exc: StarletteHTTPException):
         return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None), request.url.path)
-
-
-def _classify_route(app: FastAPI, store: PromptStore, engine: Engine, limits: Limits) -> None:
-    @app.post("/v1/classify", response_model=ClassifyResponse, responses={400: {}, **ANSWERS})
-    async def classify(body: ClassifyRequest) -> ClassifyResponse:
-        served = task_or_404(store, body.task)
-        tuned = served.tuned
-        if len(body.inputs) > limits.max_items:
-            raise HTTPException(422, f"inputs: {len(body.inputs)} items, the limit is {limits.max_items}")
-        rows = [input_ids(served, item, f"inputs.{index}", limits) for index, item in enumerate(body.inputs)]
-        scores = await enqueue(engine, Job("classify", tuned, rows))
-        labels = tuned.task.labels
-        return ClassifyResponse(
-            task=body.task,
-            labels=[labels[max(range(len(row)), key=row.__getitem__)] for row in scores],
-            scores=[dict(zip(labels, row)) for row in scores] if body.return_scores else None,
-            prompt_version=served.version,
-        )
 
 
 def _info_routes(app: FastAPI, store: PromptStore, engine: Engine, metrics: Metrics) -> None:

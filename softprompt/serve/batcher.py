@@ -3,7 +3,8 @@
 Requests wait in a bounded queue; one worker thread owns the model. It takes the first waiting request,
 then keeps taking more until `max_batch` rows or `max_wait_ms` have passed, and runs all classification
 rows in one mixed-task forward (each row carries its own task's cached prompt keys/values) and the
-completions in one generation pass per sampling setting. With batching off, each request runs alone.
+generation rows (completions, and text-to-text tasks' predictions) in one mixed-task generation pass per
+sampling setting and stop tokens. With batching off, each request runs alone.
 After a second without work it hands the memory its batches freed back to the system (`release_free_memory`).
 """
 
@@ -40,9 +41,10 @@ OnToken = Callable[[int, int, float, dict[int, float]], None]
 @dataclass
 class Job:
     """One request: `rows` token-id lists for one task, answered through `future` (a streamed completion's
-    `on_token`, given when the job is made, also hears each token as it is made)."""
+    `on_token`, given when the job is made, also hears each token as it is made). A "complete" job's `params`:
+    max_tokens, temperature, top_p, seed, logprobs, and `stop_ids` (a text task's: its rows end after one)."""
 
-    kind: str  # "classify" or "complete"
+    kind: str  # "classify" (label scores) or "complete" (generated tokens)
     tuned: TunedPrompt
     rows: list[list[int]]
     params: dict = field(default_factory=dict)
@@ -215,13 +217,15 @@ class _RowTokens:
 
 
 def _complete(jobs: list[Job]) -> list[list[Generated]]:
-    """Completions, batched across tasks for each (temperature, top_p, seed) setting."""
+    """Completions, batched across tasks for each (temperature, top_p, seed, stop tokens) setting: tasks that
+    stop alike (a newline, by default) decode together."""
     results: dict[int, list] = {}
     settings: dict[tuple, list[int]] = {}
     for index, job in enumerate(jobs):
-        key = (job.params["temperature"], job.params["top_p"], job.params.get("seed"))
+        params = job.params
+        key = (params["temperature"], params["top_p"], params.get("seed"), tuple(params.get("stop_ids", ())))
         settings.setdefault(key, []).append(index)
-    for (temperature, top_p, seed), indices in settings.items():
+    for (temperature, top_p, seed, stop_ids), indices in settings.items():
         group = [jobs[i] for i in indices]
         batch = BatchMap.of([job.rows for job in group], [job.tuned.lm for job in group])
         tokenizer = group[0].tuned.tokenizer
@@ -238,6 +242,7 @@ def _complete(jobs: list[Job]) -> list[list[Generated]]:
         lm.generate(
             ids, mask, max(job.params["max_tokens"] for job in group), tokenizer.eos_token_id,
             prompts=batch.item_prompts(), temperature=temperature, top_p=top_p, generator=generator, observe=observe,
+            stop_ids=stop_ids,
         )  # fmt: skip
         for i, part in zip(indices, batch.split(rows)):
             results[i] = [row.generated for row in part]

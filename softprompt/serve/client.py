@@ -10,7 +10,8 @@ from ..utils.errors import SoftpromptError
 
 
 class Client:
-    """`Client("http://127.0.0.1:8000").classify("tweets", ["text"])` -> labels (and scores).
+    """`Client("http://127.0.0.1:8000").predict("tweets", [{"text": "..."}])` -> labels (and scores), or for a
+    text-to-text task `outputs` of generated text.
 
     `api_key`: for a server started with --api-key-file; sent as `Authorization: Bearer <key>`."""
 
@@ -39,6 +40,12 @@ class Client:
 
     def tasks(self) -> list[dict]:
         return self._call("GET", "/v1/tasks")
+
+    def predict(self, task: str, rows: list, **params) -> dict:
+        """`rows` ({field: value}, or texts for a one-field template) answered as the task answers: `labels`
+        (with `return_scores=True`, `scores`), or `outputs` of text (`max_new_tokens`, `temperature`, `top_p`,
+        `seed`)."""
+        return self._call("POST", "/v1/predict", {"task": task, "rows": rows, **params})
 
     def classify(self, task: str, inputs: list, return_scores: bool = False) -> dict:
         return self._call("POST", "/v1/classify", {"task": task, "inputs": inputs, "return_scores": return_scores})

@@ -21,7 +21,8 @@ from starlette.requests import Request
 from .schemas import Limits
 from .store import valid_name
 
-TASK_FIELDS = {"/v1/classify": "task", "/v1/completions": "model"}  # the body field naming the task
+# The body fields that may name the task, by route.
+TASK_FIELDS = {"/v1/classify": ("task",), "/v1/completions": ("model",), "/v1/predict": ("task", "model")}
 Head = tuple[int, list[tuple[bytes, bytes]]]  # status and raw headers
 
 
@@ -55,7 +56,7 @@ class Forwarded:
         if self.method == "GET" and self.path.startswith("/v1/models/"):
             name = self.path.removeprefix("/v1/models/")
         elif self.method == "POST" and self.path in TASK_FIELDS:
-            name = self._fields.get(TASK_FIELDS[self.path])
+            name = next((self._fields[field] for field in TASK_FIELDS[self.path] if field in self._fields), None)
         else:
             return ""
         return name if isinstance(name, str) and valid_name(name) else ""

@@ -48,7 +48,7 @@ async function loadTasks() {
     row.dataset.task = task.name;
     cell(row, task.name);
     cell(row, task.base_model);
-    cell(row, task.labels.join(", "));
+    cell(row, task.kind === "text" ? "(generates text)" : task.labels.join(", "));
     cell(row, task.template, true);
     cell(row, String(task.num_virtual_tokens));
     cell(row, task.prompt_version, true);
@@ -81,37 +81,50 @@ function resultBox(input) {
   return box;
 }
 
-async function classify() {
+// Labels as bars: each label's probability among the labels, the softmax of their log-likelihoods.
+function showLabel(box, label, scores) {
+  box.dataset.label = label;
+  const top = document.createElement("div");
+  top.className = "top";
+  top.textContent = label;
+  box.appendChild(top);
+  const most = Math.max(...Object.values(scores));
+  const weights = Object.fromEntries(Object.entries(scores).map(([l, s]) => [l, Math.exp(s - most)]));
+  const total = Object.values(weights).reduce((a, b) => a + b, 0);
+  for (const [name, weight] of Object.entries(weights)) {
+    const bar = document.createElement("div");
+    bar.className = name === label ? "bar top-label" : "bar";
+    const p = weight / total;
+    bar.innerHTML = "<span></span><div><div class='fill'></div></div><span></span>";
+    bar.children[0].textContent = name;
+    bar.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
+    bar.children[2].textContent = p.toFixed(3);
+    box.appendChild(bar);
+  }
+}
+
+// The task's answer to each row: its label among the labels, or the text a text-to-text task generates.
+async function predict() {
   showError("");
   $("#results").replaceChildren();
   const rows = inputs();
+  const task = state.tasks.find((t) => t.name === $("#task").value);
+  const generates = Boolean(task && task.kind === "text");
   try {
-    const answer = await api("/v1/classify", {
+    const answer = await api("/v1/predict", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ task: $("#task").value, inputs: rows, return_scores: true }),
+      body: JSON.stringify(Object.assign({ task: $("#task").value, rows }, generates ? {} : { return_scores: true })),
     });
-    answer.labels.forEach((label, i) => {
-      const box = resultBox(rows[i]);
-      box.dataset.label = label;
-      const top = document.createElement("div");
-      top.className = "top";
-      top.textContent = label;
-      box.appendChild(top);
-      // Each label's probability among the labels: the softmax of their log-likelihoods.
-      const scores = answer.scores[i];
-      const most = Math.max(...Object.values(scores));
-      const weights = Object.fromEntries(Object.entries(scores).map(([l, s]) => [l, Math.exp(s - most)]));
-      const total = Object.values(weights).reduce((a, b) => a + b, 0);
-      for (const [name, weight] of Object.entries(weights)) {
-        const bar = document.createElement("div");
-        bar.className = name === label ? "bar top-label" : "bar";
-        const p = weight / total;
-        bar.innerHTML = "<span></span><div><div class='fill'></div></div><span></span>";
-        bar.children[0].textContent = name;
-        bar.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
-        bar.children[2].textContent = p.toFixed(3);
-        box.appendChild(bar);
+    rows.forEach((row, i) => {
+      const box = resultBox(row);
+      if (answer.outputs) {
+        const text = document.createElement("pre");
+        text.className = "prediction";
+        text.textContent = answer.outputs[i].text;
+        box.appendChild(text);
+      } else {
+        showLabel(box, answer.labels[i], answer.scores[i]);
       }
     });
   } catch (error) {
@@ -169,7 +182,7 @@ function seconds(value) {
   return value === Infinity ? "> 30 s" : value < 1 ? `${Math.round(value * 1000)} ms` : `${value} s`;
 }
 
-const MODEL_ROUTES = ["/v1/classify", "/v1/completions"];
+const MODEL_ROUTES = ["/v1/predict", "/v1/classify", "/v1/completions"];
 
 async function refreshLive() {
   let text;
@@ -227,7 +240,7 @@ async function admin(action) {
   }
 }
 
-$("#classify").addEventListener("click", classify);
+$("#predict").addEventListener("click", predict);
 $("#complete").addEventListener("click", complete);
 $("#admin-token").addEventListener("input", () => { $("#admin").hidden = !$("#admin-token").value; });
 $("#upload-form").addEventListener("submit", (event) => {

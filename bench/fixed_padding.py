@@ -6,12 +6,12 @@ import torch
 
 
 def fixed_padding(encoder, rows, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Input + label + EOS per row, left-padded to exactly `length` (the encoder's max_length, so every row
-    fits), labels -100 off the label tokens: (ids, mask, labels, label lengths)."""
+    """Input + target + EOS per row (a label word, or a text-to-text target), left-padded to exactly `length`
+    (the encoder's max_length, so every row fits), labels -100 off the target: (ids, mask, labels, target lengths)."""
     pad_id = encoder.tokenizer.pad_token_id
     ids, mask, labels, lengths = [], [], [], []
     for row in rows:
-        source, target = encoder.input_ids(row), encoder.label_ids[encoder.task.label_index(row)]
+        source, target = encoder.input_ids(row), encoder.target_ids(row)
         pad = length - len(source) - len(target)
         ids.append([pad_id] * pad + source + target)
         mask.append([0] * pad + [1] * (len(source) + len(target)))

@@ -1,8 +1,10 @@
 """Training step time, engine against engine: ours and PEFT's on identical padded batches, in one run.
 
     python bench/train_step.py --model smollm2-135m --num-virtual-tokens 100 --batch-size 8 --length 64
+    python bench/train_step.py --task squad --length 256   # text to text: question and context, then the answer
 
-Both sides get the same left-padded [batch, length] batches of RAFT tweets + label (loss on the label tokens),
+Both sides get the same left-padded [batch, length] batches of a shipped task's training rows + target (RAFT
+tweets + label by default; loss on the target tokens),
 the same prompt init and AdamW. Each side runs in its own child process (so each one's peak RSS is its own);
 the parent prints one JSON line per side (median step seconds, peak RSS) and the ratio ours/PEFT.
 """
@@ -33,7 +35,7 @@ def batches(tokenizer, args) -> list[tuple[torch.Tensor, torch.Tensor, torch.Ten
     from softprompt.data.batching import Encoder
     from softprompt.data.tasks import load_named
 
-    task, rows, _ = load_named("raft/twitter_complaints", "train")
+    task, rows, _ = load_named(args.task, "train")
     encoder = Encoder(task, tokenizer, args.length)
     out = []
     for step in range(args.steps + args.warmup):
@@ -108,6 +110,7 @@ def run_side(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--task", default="raft/twitter_complaints", help="a shipped task (its training rows)")
     parser.add_argument("--num-virtual-tokens", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--length", type=int, default=64)
@@ -130,6 +133,7 @@ def main() -> None:
         json.dumps(
             {
                 "ratio": "ours/peft",
+                "task": args.task,
                 "dtype": ours["dtype"],
                 "cpu_capability": ours["machine"]["cpu_capability"],
                 "num_virtual_tokens": args.num_virtual_tokens,

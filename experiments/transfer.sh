@@ -37,8 +37,9 @@ lrs() {  # lrs MODEL METHOD: the grid around each method's default (Qwen's input
 make_run() {  # make_run FOLDER: train (or build) the cell OUT/MODEL/METHOD[/lr-LR] once, and keep its record
   local folder=$1 cell=${1#"$out"/} model method lr
   model=${cell%%/*}; method=${cell#*/}; method=${method%%/*}
-  if [[ -f $folder/softprompt.json ]]; then return; fi
-  if [[ $method == prompt-design ]]; then
+  if [[ -f $folder/softprompt.json ]]; then
+    :  # made already in this checkout (README's squad run is one cell): its record is kept below
+  elif [[ $method == prompt-design ]]; then
     "$sp" design "${data[@]}" --model "$model" --shots 2 --output "$folder" --overwrite
   elif [[ -d $folder/checkpoints ]]; then
     "$sp" train --resume "$folder"
@@ -67,7 +68,8 @@ for model in "${rungs[@]}"; do
     for kept in $("$py" "$table" unscored "$task" "$split" "$n" $chosen); do
       folder=$out/${kept#"$records"/}
       make_run "$folder"
-      "$sp" eval "$folder" --task "$task" --split "$split" --limit "$n" --record --no-progress >> "$out/evals.jsonl"
+      "$sp" eval "$folder" --task "$task" --split "$split" --limit "$n" --dtype float32 --record --no-progress \
+        >> "$out/evals.jsonl"
       "$py" "$table" keep "$folder" "$kept"
     done
   done

@@ -10,8 +10,8 @@
 # this checkout lacks (trained in an earlier session) is trained again, with the same recipe and seed, before
 # it is scored; its new scores join the kept record.
 set -euo pipefail
-out=${1:-runs/transfer}
-records=${RECORDS:-docs/transfer/records}
+out=$(realpath -m "${1:-runs/transfer}")  # absolute and normalised, as transfer_table.py prints paths
+records=$(realpath -m "${RECORDS:-docs/transfer/records}")
 export SOFTPROMPT_DATA=${SOFTPROMPT_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
 sp=${SOFTPROMPT:-softprompt}
 py=${PYTHON:-python}
@@ -47,7 +47,7 @@ make_run() {  # make_run FOLDER: train (or build) the cell OUT/MODEL/METHOD[/lr-
     lr=${cell##*/lr-}
     extra=(--num-virtual-tokens 20)
     [[ $method == model-tuning ]] && extra=()
-    "$sp" train "${data[@]}" "${recipe[@]}" --model "$model" --method "$method" --lr "$lr" "${extra[@]}" \
+    "$sp" train "${data[@]}" "${recipe[@]}" --model "$model" --method "$method" --lr "$lr" ${extra[@]+"${extra[@]}"} \
       --output "$folder" --overwrite
   fi
   "$py" "$table" keep "$folder" "$records/$cell"
@@ -65,7 +65,8 @@ for model in "${rungs[@]}"; do
   for target in "${targets[@]}"; do
     read -r task split <<< "$target"
     # shellcheck disable=SC2086  # chosen is a list of folders
-    for kept in $("$py" "$table" unscored "$task" "$split" "$n" $chosen); do
+    todo=$("$py" "$table" unscored "$task" "$split" "$n" $chosen)  # apart from the loop, so a failure stops the script
+    for kept in $todo; do
       folder=$out/${kept#"$records"/}
       make_run "$folder"
       "$sp" eval "$folder" --task "$task" --split "$split" --limit "$n" --dtype float32 --record --no-progress \
@@ -74,4 +75,4 @@ for model in "${rungs[@]}"; do
     done
   done
 done
-"$py" "$table" page "$records" "$n" > docs/transfer.md
+"$py" "$table" page "$records" "$n" > docs/transfer.md.tmp && mv docs/transfer.md.tmp docs/transfer.md

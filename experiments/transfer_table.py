@@ -174,7 +174,8 @@ def _runs(picked: dict[str, Path]) -> str:
         grid = sorted((folder.parent).glob("lr-*"))
         dev = ", ".join(f"{g.name[3:]}: {FolderRecord.read(g).metrics.get('f1', 0) * 100:.1f}" for g in grid
                         if (g / "softprompt.json").is_file())  # fmt: skip
-        parts.append(f"{method}: lr {config.get('lr')} (best dev F1 of {dev}), kept step {record.step} of "
+        choice = "best dev F1 of" if len(kept_runs(folder.parent)) >= GRID else "provisional: the grid is not all run;"
+        parts.append(f"{method}: lr {config.get('lr')} ({choice} {dev}), kept step {record.step} of "
                      f"{config.get('max_steps')}, {config.get('train_limit')} questions less dev, "
                      f"{record.train_seconds:.0f} s, base {record.base_dtype}")  # fmt: skip
     return "; ".join(parts) + "."

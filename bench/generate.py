@@ -51,14 +51,6 @@ def train_steps(args) -> list[dict]:
     return lines
 
 
-def padded_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of ids left-padded to the longest: (ids, mask)."""
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows])
-    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
-    return ids, mask
-
-
 def peft_side(model, prompts, tokenizer, new_tokens: int):
     """PEFT's model with one prompt-tuning adapter per prompt (p0..p3), each holding that prompt's matrix, and
     its greedy generation of exactly `new_tokens` tokens per row under adapter `name`."""
@@ -88,7 +80,7 @@ def generation(args) -> list[dict]:
     """Ours and PEFT's tokens/s under one prompt and under 4 mixed, medians of the repeats."""
     from anchor import peft_base
 
-    from softprompt.data.batching import Encoder
+    from softprompt.data.batching import Encoder, pad_left
     from softprompt.data.tasks import load_named
     from softprompt.engine.causal import PromptedCausalLM
     from softprompt.models.base import load_base
@@ -97,7 +89,8 @@ def generation(args) -> list[dict]:
     model, tokenizer = load_base(args.model, args.dtype)
     task, rows, _ = load_named("squad", "dev")
     encoder = Encoder(task, tokenizer, task.max_length)
-    ids, mask = padded_batch([encoder.input_ids(row) for row in rows[: args.rows]], tokenizer.pad_token_id)
+    ids, mask = pad_left([encoder.input_ids(row) for row in rows[: args.rows]], tokenizer.pad_token_id,
+                         device=model.device)  # fmt: skip
     embeddings = model.get_input_embeddings()
     prompts = [init_prompt(args.num_virtual_tokens, embeddings, tokenizer, "sampled-vocab", seed=seed)
                for seed in range(PROMPTS)]  # fmt: skip

@@ -135,8 +135,9 @@ def status(output: Path, n: int) -> str:
                      f"{scores} of {len(METHODS) * len(SETS)} held-out scores")  # fmt: skip
     if len(complete) >= 2 and all(complete):
         return "Status: complete.\n"
-    return "\n".join(["**Status: not finished.** The grid runs in pieces across sessions. A learning rate is chosen "
-                      f"once its method's {GRID} runs are kept, and a score shows as soon as it is kept. So far:",
+    return "\n".join(["**Status: not finished.** The grid runs in pieces across sessions. A learning rate is "
+                      f"provisional until its method's {GRID} runs are kept; a score shows as soon as it is kept. "
+                      "So far:",
                       "", *lines, ""])  # fmt: skip
 
 
@@ -171,10 +172,9 @@ def _runs(picked: dict[str, Path]) -> str:
         if method == "prompt-design":
             parts.append(f"{method}: {record.shots} demonstrations, untrained")
             continue
-        grid = sorted((folder.parent).glob("lr-*"))
-        dev = ", ".join(f"{g.name[3:]}: {FolderRecord.read(g).metrics.get('f1', 0) * 100:.1f}" for g in grid
-                        if (g / "softprompt.json").is_file())  # fmt: skip
-        choice = "best dev F1 of" if len(kept_runs(folder.parent)) >= GRID else "provisional: the grid is not all run;"
+        grid = kept_runs(folder.parent)
+        dev = ", ".join(f"{g.name[3:]}: {FolderRecord.read(g).metrics.get('f1', 0) * 100:.1f}" for g in grid)
+        choice = "best dev F1 of" if len(grid) >= GRID else "provisional: the grid is not all run;"
         parts.append(f"{method}: lr {config.get('lr')} ({choice} {dev}), kept step {record.step} of "
                      f"{config.get('max_steps')}, {config.get('train_limit')} questions less dev, "
                      f"{record.train_seconds:.0f} s, base {record.base_dtype}")  # fmt: skip

@@ -149,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     from softprompt.utils.hardware import describe
 
-    print(json.dumps({"machine": describe(), "dtype": args.dtype, "device": "cpu", "model": args.model}), flush=True)
+    print(json.dumps({"machine": describe(), "dtype": args.dtype, "model": args.model}), flush=True)
     steps = train_steps(args) if args.train_steps else []
     gen = generation(args)
     summary = {"summary": "ours/peft", "dtype": args.dtype,

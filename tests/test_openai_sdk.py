@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from softprompt.prompts.tuned import TunedPrompt
-from softprompt.serve.openai_api import ChoiceText
+from softprompt.serve.openai_stream import ChoiceText
 
 from .serving import TASKS
 
@@ -80,7 +80,7 @@ def test_logprobs_equal_offline_scores(client, prompts, smollm2):
 @pytest.mark.parametrize(
     "params, field",
     [
-        ({"echo": True}, "echo"),
+        ({"best_of": 3}, "best_of"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
         ({"n": 2}, "n"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
@@ -141,3 +141,84 @@ def test_stop_strings_are_bounded(client, stop):
     """At most 4 stop strings of at most 256 characters (each is checked at every token)."""
     with pytest.raises(openai.UnprocessableEntityError, match="stop"):
         client.completions.create(model="tweets", prompt=PROMPT, max_tokens=2, stop=stop)
+
+
+def _tuned(prompts, smollm2, name: str) -> TunedPrompt:
+    return TunedPrompt.from_pretrained(prompts / name, base=smollm2)
+
+
+def test_echoed_scores_equal_score_rows(client, prompts, smollm2):
+    """`echo` with `logprobs` and `max_tokens: 0`, the prompt given as token ids (a row's ids, then its first
+    label's), as lm-evaluation-harness sends it: the prompt's tokens come back, null first, and the label's
+    summed log-probabilities equal `score_rows` for that row and label (float32, 1e-4), on two tasks."""
+    for name in ("tweets", "sentiment"):
+        tuned = _tuned(prompts, smollm2, name)
+        row = tuned.encoder.input_ids({"text": "my bag never arrived and no one answers"})
+        for label in tuned.encoder.label_ids:
+            reply = client.completions.create(model=name, prompt=row + label, echo=True, logprobs=2, max_tokens=0)
+            logprobs = reply.choices[0].logprobs
+            assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+            assert len(logprobs.tokens) == len(row + label) and reply.choices[0].finish_reason == "length"
+            assert all(len(top) == 2 for top in logprobs.top_logprobs[1:])
+            offline = tuned.lm.score_rows([row], [[label]])[0][0].item()
+            assert sum(logprobs.token_logprobs[len(row) :]) == pytest.approx(offline, abs=1e-4)
+            assert reply.choices[0].text == tuned.tokenizer.decode(row + label)
+            assert reply.usage.prompt_tokens == len(row + label) and reply.usage.completion_tokens == 0
+
+
+def test_echo_then_generation_whole_and_streamed(client):
+    """`echo` with one generated token (harness's request): the choice is the prompt, then the new token;
+    logprobs run on from the prompt's tokens; the offsets index the choice's text; streamed is equal."""
+    params = {"model": "tweets", "prompt": PROMPT, "echo": True, "logprobs": 1, "max_tokens": 3, "temperature": 0}
+    whole = client.completions.create(**params).choices[0]
+    plain = client.completions.create(**{**params, "echo": False}).choices[0]
+    assert whole.text == PROMPT + plain.text
+    logprobs = whole.logprobs
+    assert logprobs.tokens[-len(plain.logprobs.tokens) :] == plain.logprobs.tokens
+    assert logprobs.token_logprobs[-len(plain.logprobs.tokens) :] == pytest.approx(plain.logprobs.token_logprobs)
+    assert all(whole.text[o:].startswith(t) for o, t in zip(logprobs.text_offset, logprobs.tokens))
+    texts, _, reasons, _ = _streamed(client, **params)
+    assert texts[0] == whole.text and reasons[0] == whole.finish_reason
+
+
+def test_token_id_prompts_continue_as_text_does(client, prompts, smollm2):
+    tokenizer = _tuned(prompts, smollm2, "tweets").tokenizer
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (PROMPT, "My flight was")]
+    params = {"model": "tweets", "max_tokens": 6, "temperature": 0}
+    as_text = client.completions.create(prompt=[PROMPT, "My flight was"], **params)
+    as_ids = client.completions.create(prompt=ids, **params)
+    one = client.completions.create(prompt=ids[0], **params)
+    assert [c.text for c in as_ids.choices] == [c.text for c in as_text.choices]
+    assert one.choices[0].text == as_text.choices[0].text
+
+
+def test_concurrent_echoes_of_several_tasks_batch_to_their_own_scores(client, prompts, smollm2):
+    """Echo requests of two tasks at once share the batcher's passes and still score under their own prompts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(name, text) for name in ("tweets", "topic") for text in (PROMPT, "shares fell after the report")]
+    tuned = {name: _tuned(prompts, smollm2, name) for name in ("tweets", "topic")}
+
+    def echo(job):
+        ids = tuned[job[0]].tokenizer(job[1], add_special_tokens=False)["input_ids"]
+        reply = client.completions.create(model=job[0], prompt=ids, echo=True, logprobs=0, max_tokens=0)
+        return ids, reply.choices[0].logprobs.token_logprobs[1:]
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        for (name, _), (ids, served) in zip(jobs, pool.map(echo, jobs)):
+            offline = tuned[name].lm.score_rows([ids[:1]], [[ids[1:]]])[0][0]
+            assert sum(served) == pytest.approx(offline.item(), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"prompt": [[1, 2], [10**7]]}, "prompt.1"),
+        ({"prompt": [[]]}, "prompt.0"),
+        ({"max_tokens": 0}, "max_tokens"),
+    ],
+)
+def test_bad_echo_requests_are_named(client, params, field):
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.completions.create(**{"model": "tweets", "prompt": PROMPT, "max_tokens": 2, **params})
+    assert f"- {field}: " in caught.value.message and caught.value.param == field

@@ -171,6 +171,26 @@ def inspect(args: argparse.Namespace) -> None:
         heat_map(report, Path(args.png))
 
 
+def harness(args: argparse.Namespace) -> None:
+    """The prompt's task over the rows eval would read, as an lm-evaluation-harness task; prints how to run it."""
+    from ..models.base import resolve
+    from ..toolbox.harness import write_harness_task
+
+    rows, _ = _rows(args)
+    tuned = _load(args, args.prompt)
+    tuned.task.check(rows, args.data or args.task)
+    name = args.name or "softprompt_" + Path(args.prompt).resolve().name.replace("-", "_")
+    folder = Path(args.output)
+    eos = tuned.tokenizer.eos_token or ""
+    write_harness_task(tuned.task, rows, folder, name, eos, tuned.encoder.max_new_tokens)
+    base = resolve(tuned.lm.model.name_or_path)  # a folder the harness's tokenizer and hf model read
+    served = "--model local-completions --model_args model=TASK,base_url=URL/v1/completions,tokenizer=" + base
+    print(f"wrote {folder / name}.yaml and .jsonl ({len(rows)} rows); run it with", file=sys.stderr)
+    print(f"lm_eval {served} --include_path {folder} --tasks {name}")
+    print(f"lm_eval --model hf --model_args pretrained={base},peft={Path(args.prompt).resolve()} "
+          f"--include_path {folder} --tasks {name}")  # fmt: skip
+
+
 def serve(args: argparse.Namespace) -> None:
     from ..serve.config import ServeConfig
 
@@ -194,4 +214,5 @@ COMMANDS = {
     "serve": serve,
     "ensemble": ensemble,
     "inspect": inspect,
+    "harness": harness,
 }

@@ -129,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="predictions file (.csv or .jsonl)")
     predict.add_argument("--server", metavar="URL", help="ask a `softprompt serve` server; PROMPT is its task name")
     predict.add_argument("--api-key-file", help="with --server: the server's API key, sent as a bearer token")
+    harness = sub.add_parser(
+        "harness",
+        help="the prompt's task as an lm-evaluation-harness task over local files",
+        description="Write the rows eval would read, rendered by the prompt's template, and an lm-eval task "
+        "YAML over them (multiple_choice with acc and acc_norm, or generate_until with exact match) to OUTPUT; "
+        "print the lm_eval command lines that score the prompt through a server or the harness's hf model.",
+    )
+    add_prompt_options(harness)
+    harness.add_argument("--output", required=True, help="folder for NAME.yaml and NAME.jsonl (lm_eval --include_path)")
+    harness.add_argument("--name", help="the harness task's name (default: softprompt_ and the folder's name)")
     _serve_parser(sub)
     _toolbox_parsers(sub)
     return parser

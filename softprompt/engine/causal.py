@@ -23,9 +23,10 @@ from ..data.batching import in_length_order, pad_right
 from .decoding import decode
 from .packing import packable, packed_scores
 from .prompt_cache import KV, PromptKV, empty_kv, expanded_cache, mixed_prompt_cache
-from .prompted import PromptedModel, ScoringMode
+from .prompted import PromptedModel, ScoringMode, TokenScores
 
 PACKED_MODES = (ScoringMode.PACKED, ScoringMode.PACKED_INLINE)
+LOGIT_SLICE = 256  # positions whose logits `token_logprobs` holds at once
 
 
 class PromptedCausalLM(PromptedModel):
@@ -200,6 +201,32 @@ class PromptedCausalLM(PromptedModel):
         """Whether these rows (row i under `prompts[i]`) can be packed on this model."""
         sizes = (p.n_prompt + len(row) + max(map(len, conts)) for row, conts, p in zip(rows, continuations, prompts))
         return packable(self.model.config, max(sizes, default=0))
+
+    def token_logprobs(self, rows, prompts=None, *, top: int = 0, batch_size: int = 8) -> list[TokenScores]:
+        """As PromptedModel.token_logprobs: padded batches of similar length, each row under its own prompt's
+        kept keys/values (a mixed-prompt cache), the LM head run a slice of positions at a time."""
+        batch = self._batch(rows, prompts)
+
+        def run(idx: list[int], ids: torch.Tensor, mask: torch.Tensor) -> list[TokenScores]:
+            cache = mixed_prompt_cache(batch.prompts, [batch.prompt_of[i] for i in idx])
+            hidden, _ = self.hidden_states(ids, mask, cache)
+            return [self._scored(hidden[k, -len(rows[i]) :], ids[k, -len(rows[i]) :], top) for k, i in enumerate(idx)]
+
+        return in_length_order(batch.items, batch_size, 0, run, device=self.device)
+
+    def _scored(self, hidden: torch.Tensor, ids: torch.Tensor, top: int) -> TokenScores:
+        scores = TokenScores([], [])
+        for start in range(0, len(ids) - 1, LOGIT_SLICE):  # [slice, vocabulary] floats at a time, not [T, vocabulary]
+            end = min(start + LOGIT_SLICE, len(ids) - 1)  # position p predicts token p + 1
+            logprobs = F.log_softmax(self.logits(hidden[start:end]), -1)
+            targets = ids[start + 1 : end + 1]
+            scores.logprobs += logprobs.gather(1, targets[:, None]).squeeze(1).tolist()
+            if top:
+                values, alternatives = logprobs.topk(top)
+                scores.top += [dict(zip(a, v)) for a, v in zip(alternatives.tolist(), values.tolist())]
+            else:
+                scores.top += [{} for _ in targets]
+        return scores
 
     def _generate_alone(self, input_ids, attention_mask, max_new_tokens, eos_token_id, mode, sampling) -> list:
         cache = None if mode is ScoringMode.REFERENCE else expanded_cache(self.prompt_kv(), len(input_ids),

@@ -10,6 +10,7 @@ two on an encoder-decoder) run one after another, so a mixed batch works on ever
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
@@ -20,6 +21,15 @@ from ..data.batch_map import BatchMap
 from ..data.batching import in_length_order, target_batch
 from ..models.prompt import SoftPrompt
 from .decoding import Observe
+
+
+@dataclass
+class TokenScores:
+    """One row's tokens after the first: each one's log-probability given the ones before it, and each
+    position's likeliest alternatives {id: log-probability} (empty dicts unless asked for)."""
+
+    logprobs: list[float]
+    top: list[dict[int, float]]
 
 
 class ScoringMode(StrEnum):
@@ -80,6 +90,15 @@ class PromptedModel(nn.Module):
     def _generate_alone(self, input_ids, attention_mask, max_new_tokens, eos_token_id, mode, sampling) -> list:
         """`generate` for rows that all run under this prompt."""
         raise NotImplementedError
+
+    def token_logprobs(
+        self, rows: Sequence[list[int]], prompts: Sequence[PromptedModel] | None = None, *, top: int = 0,
+        batch_size: int = 8,
+    ) -> list[TokenScores]:  # fmt: skip
+        """Each row's tokens scored under its prompt: every token after the first given the ones before it
+        (with the `top` likeliest alternatives), what OpenAI's `echo` returns. Only a decoder-only model reads
+        its input as text it predicts; an encoder-decoder has no such scores."""
+        raise NotImplementedError("an encoder-decoder does not score its input tokens")
 
     # The contract.
 

@@ -23,11 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..utils.errors import SoftpromptError
 from .auth import bearer_matches
 from .batcher import Engine
+from .chat_api import chat_routes
 from .config import ServeConfig
 from .guards import BEARER_CHALLENGE, CONSOLE_PATH, OPEN_PATHS, ApiKey, BodyLimit, error
 from .metrics import Metrics
 from .openai_api import openai_routes
-from .schemas import NEUTRAL, Limits, TaskInfo
+from .openai_schemas import NEUTRAL
+from .schemas import Limits, TaskInfo
 from .store import PromptStore, check_name, unzip_folder
 from .task_api import task_routes
 
@@ -61,6 +63,7 @@ def create_app(
     _error_handlers(app)
     task_routes(app, store, engine, limits)
     openai_routes(app, store, engine, limits)
+    chat_routes(app, store, engine, limits)
     _info_routes(app, store, engine, metrics)
     _admin_routes(app, store, admin_token)
     if config.console:
@@ -78,8 +81,8 @@ def _error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
         if first.get("type") == "extra_forbidden":
-            completion = request.url.path == "/v1/completions"
-            neutral = f" (only {json.dumps(NEUTRAL[where])} is)" if completion and where in NEUTRAL else ""
+            asks_nothing = NEUTRAL.get(request.url.path, {})
+            neutral = f" (only {json.dumps(asks_nothing[where])} is)" if where in asks_nothing else ""
             return error(400, f"{where}: not supported by this server{neutral}", path=request.url.path)
         return error(422, f"{where}: {first.get('msg', 'invalid')}".replace("\n", " "), path=request.url.path)
 

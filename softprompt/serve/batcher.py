@@ -22,6 +22,7 @@ import torch
 
 from ..data.batch_map import BatchMap
 from ..data.batching import pad_left
+from ..engine.prompted import TokenScores
 from ..prompts.tuned import TunedPrompt
 from ..utils.memory import release_free_memory
 from .config import ServeConfig
@@ -44,7 +45,8 @@ class Job:
     `on_token`, given when the job is made, also hears each token as it is made). A "complete" job's `params`:
     max_tokens, temperature, top_p, seed, logprobs, and `stop_ids` (a text task's: its rows end after one)."""
 
-    kind: str  # "classify" (label scores) or "complete" (generated tokens)
+    kind: str  # "classify" (label scores), "score" (the rows' own tokens scored, `top` alternatives each) or
+    # "complete" (generated tokens)
     tuned: TunedPrompt
     rows: list[list[int]]
     params: dict = field(default_factory=dict)
@@ -136,7 +138,7 @@ class Batcher:
             jobs = self._collect(first)
             self._on_batch(sum(len(job.rows) for job in jobs), len(jobs))
             with torch.inference_mode():
-                for kind, run in (("classify", _classify), ("complete", _complete)):
+                for kind, run in (("classify", _classify), ("score", _score), ("complete", _complete)):
                     group = [job for job in jobs if job.kind == kind]
                     if group:
                         self._answer(group, run)
@@ -176,6 +178,16 @@ def _classify(jobs: list[Job]) -> list[list[list[float]]]:
     labels = [job.tuned.encoder.label_ids for job in jobs for _ in job.rows]
     scores = jobs[0].tuned.lm.score_rows(batch.items, labels, batch.item_prompts(), batch_size=len(batch.items))
     return batch.split([row.tolist() for row in scores])
+
+
+def _score(jobs: list[Job]) -> list[list[TokenScores]]:
+    """Every task's rows scored token by token in one mixed-task pass (an echoed prompt's logprobs); each job
+    keeps its own number of alternatives."""
+    batch = BatchMap.of([job.rows for job in jobs], [job.tuned.lm for job in jobs])
+    top = max(job.params["top"] for job in jobs)
+    scores = jobs[0].tuned.lm.token_logprobs(batch.items, batch.item_prompts(), top=top)
+    return [[TokenScores(s.logprobs, [dict(list(t.items())[: job.params["top"]]) for t in s.top]) for s in part]
+            for job, part in zip(jobs, batch.split(scores))]  # fmt: skip
 
 
 @dataclass

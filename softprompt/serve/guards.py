@@ -17,7 +17,7 @@ CONSOLE_PATH = "/console"  # the console's static files; its page is at /
 DRAIN_FACTOR = 8  # declared bodies up to this many times the limit are read and dropped before the 413
 
 
-OPENAI_PATHS = ("/v1/completions", "/v1/models")
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models")
 
 
 def error(status: int, message: str, headers: dict | None = None, path: str = "") -> JSONResponse:

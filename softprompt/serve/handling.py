@@ -39,6 +39,36 @@ def token_ids(served: Served, text: str, where: str, limits: Limits) -> list[int
     return _read([text], where, limits, lambda: encoder.tokenize(text, max_tokens=limits.max_input_tokens))
 
 
+def chat_ids(served: Served, messages: list[dict], limits: Limits) -> list[int]:
+    """Chat messages' ids: rendered by the base's chat template with the assistant's turn opened (the template
+    holds its own special tokens, so none are added), or a 400 where the base has no template and a 422 where
+    the messages are not valid Unicode or too long."""
+    tokenizer = served.tuned.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        raise HTTPException(400, "messages: this base model has no chat template")
+    texts = [message["content"] for message in messages]
+
+    def encode() -> list[int]:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not 0 < len(ids) <= limits.max_input_tokens:
+            raise ParameterError("messages", "empty or longer than {n} tokens", n=limits.max_input_tokens)
+        return ids
+
+    return _read(texts, "messages", limits, encode)
+
+
+def given_ids(served: Served, ids: list[int], where: str, limits: Limits) -> list[int]:
+    """A prompt given as token ids (as vLLM and OpenAI take them), or a 422 naming `where`: empty, over the
+    token limit, or holding an id the base has no embedding for."""
+    vocabulary = served.tuned.lm.model.get_input_embeddings().num_embeddings
+    if not 0 < len(ids) <= limits.max_input_tokens:
+        raise HTTPException(422, f"{where}: empty or longer than {limits.max_input_tokens} tokens")
+    if max(ids) >= vocabulary:
+        raise HTTPException(422, f"{where}: token id {max(ids)} is past the vocabulary ({vocabulary} ids)")
+    return list(ids)
+
+
 def _read(texts: list[str], where: str, limits: Limits, encode: Callable[[], list[int]]) -> list[int]:
     """`encode()`, or a 422 naming `where`: a text not valid Unicode (JSON may carry lone surrogates, which no
     tokenizer reads), a missing field, or an input empty (it would fail the whole batch) or over the token

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from .config import ServeConfig
 from .store import Served
 
 VERSION_HELP = "content hash of the prompt and task that answered (changes with every new upload of the task)"
-MAX_LOGPROBS = 20
-MAX_STOPS = 4  # OpenAI's limit; each stop string is checked against the text at every token
-Stop = Annotated[str, Field(max_length=256)]
-# OpenAI completion fields this server does not implement, at the value that asks for nothing (clients such as
-# LangChain send them by default): accepted at that value (or null), refused with a 400 naming them otherwise.
-NEUTRAL = {"n": 1, "best_of": 1, "echo": False, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": {},
-           "suffix": ""}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,79 +82,6 @@ class TextPrediction(BaseModel):
     outputs: list[TextOutput]
     prompt_version: str = Field(description=VERSION_HELP)
     usage: dict[str, int]
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    include_usage: bool = Field(False, description="a last chunk with the usage and no choices")
-
-
-class CompletionRequest(BaseModel):
-    """OpenAI's completions request, as far as this server honours it: any other field (or one of NEUTRAL at
-    another value) is refused with a 400 naming it, never silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1, description="the task whose prompt is prepended")
-    prompt: str | list[str]
-    max_tokens: int = Field(16, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: Stop | list[Stop] | None = Field(None, max_length=MAX_STOPS, description=f"up to {MAX_STOPS} strings")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    stream: bool = Field(False, description="server-sent events, one chunk per token, then `data: [DONE]`")
-    stream_options: StreamOptions | None = None
-    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="per token: its log-probability and "
-                                 "the k most likely tokens'")  # fmt: skip
-    user: str | None = Field(None, description="the caller's id, recorded nowhere")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_neutral(cls, data: Any) -> Any:
-        """Fields we do not implement, given at the value that asks for nothing, change nothing: drop them."""
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (k in NEUTRAL and (v is None or v == NEUTRAL[k]))}
-        return data
-
-
-class Logprobs(BaseModel):
-    """OpenAI's completion logprobs: per generated token, its text, log-probability, the top alternatives and
-    where it starts in the choice's text."""
-
-    tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
-    text_offset: list[int]
-
-
-class Choice(BaseModel):
-    text: str
-    index: int
-    finish_reason: str | None
-    logprobs: Logprobs | None = None
-
-
-class CompletionResponse(BaseModel):
-    id: str
-    object: str = "text_completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: dict[str, int]
-    system_fingerprint: str = Field(description="OpenAI's field; here the task's prompt_version: " + VERSION_HELP)
-
-
-class Model(BaseModel):
-    """A task, as OpenAI's model list shows a model (`model` in a completion request names it)."""
-
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "softprompt"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Model]
 
 
 class TextTaskInfo(BaseModel):

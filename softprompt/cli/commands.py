@@ -173,6 +173,8 @@ def inspect(args: argparse.Namespace) -> None:
 
 def harness(args: argparse.Namespace) -> None:
     """The prompt's task over the rows eval would read, as an lm-evaluation-harness task; prints how to run it."""
+    import torch
+
     from ..models.base import resolve
     from ..toolbox.harness import write_harness_task
 
@@ -187,8 +189,9 @@ def harness(args: argparse.Namespace) -> None:
     served = "--model local-completions --model_args model=TASK,base_url=URL/v1/completions,tokenizer=" + base
     print(f"wrote {folder / name}.yaml and .jsonl ({len(rows)} rows); run it with", file=sys.stderr)
     print(f"lm_eval {served} --include_path {folder} --tasks {name}")
-    print(f"lm_eval --model hf --model_args pretrained={base},peft={Path(args.prompt).resolve()} "
-          f"--include_path {folder} --tasks {name}")  # fmt: skip
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the harness's default is cuda
+    print(f"lm_eval --model hf --model_args pretrained={base},peft={Path(args.prompt).resolve()},dtype=float32 "
+          f"--device {device} --include_path {folder} --tasks {name}")  # fmt: skip
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -38,14 +38,15 @@ class Encoder:
         self.target_budget = self.max_new_tokens + len(self.eos) if self.task.generates else longest_label
         tail = self.task.template.rsplit("}", 1)[-1] if self.task.fields else ""
         self.tail_length = len(self._ids(tail)) if tail else 0
-        self.input_budget = self.max_length - self.target_budget
+        self.chat_before, self.chat_after = chat_frame(self.tokenizer) if self.task.chat else ([], [])
+        self.input_budget = self.max_length - self.target_budget - len(self.chat_before) - len(self.chat_after)
         if self.input_budget <= self.tail_length:
             raise ParameterError("max_length", "{n} leaves no room for the input after the label or target",
                                  n=self.max_length)  # fmt: skip
         # The template's text before its first field, tokenised, minus the last token (which may merge with
         # the text that follows): most rows start with these ids, so their keys/values can be cached.
         text = next(string.Formatter().parse(self.task.template), ("",))[0]
-        self.head = self.tokenize(text)[:-1] if text else []  # the template head
+        self.head = self.chat_before + (self._content(text)[:-1] if text else [])  # the template head
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -63,7 +64,18 @@ class Encoder:
         missing = [name for name in fields if name not in row]
         if missing:
             raise ParameterError("row", "missing field {name!r}", name=missing[0])
-        return self.cut(self.tokenize(self.task.render(row), max_tokens))
+        text = self.task.render(row)
+        if not self.task.chat:
+            return self.cut(self.tokenize(text, max_tokens))
+        ids = self.chat_before + self.cut(self._content(text)) + self.chat_after
+        if max_tokens is not None and len(ids) > max_tokens:
+            raise ParameterError("text", "longer than {n} tokens", n=max_tokens)
+        return ids
+
+    def _content(self, text: str) -> list[int]:
+        """A rendered input's own ids: as `tokenize` makes them, or, in a chat, the user message's content alone
+        (the template's own tokens, BOS among them, are `chat_before`)."""
+        return self._ids(text) if self.task.chat else self.tokenize(text)
 
     def target_ids(self, row: Row) -> list[int]:
         """What the model is trained to write after the row: its label word's ids and EOS (classification), or
@@ -113,6 +125,23 @@ class Encoder:
             return ids
         keep_head = self.input_budget - self.tail_length
         return ids[:keep_head] + (ids[len(ids) - self.tail_length :] if self.tail_length else [])
+
+
+CONTENT = "\ue000"  # a private-use character no chat template writes: where the user message's content goes
+
+
+def chat_frame(tokenizer) -> list[list[int]]:
+    """A chat template's ids before and after a user message's content, the assistant's turn opened after it:
+    tokenised apart from the content, so that a long input is cut inside the content alone."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ParameterError("chat", "the model's tokenizer ({name}) has no chat template", name=tokenizer.name_or_path)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": CONTENT}], tokenize=False,
+                                         add_generation_prompt=True)  # fmt: skip
+    if text.count(CONTENT) != 1:
+        raise ParameterError("chat", "the chat template of {name} does not write a message's content once",
+                             name=tokenizer.name_or_path)  # fmt: skip
+    before, after = text.split(CONTENT)
+    return [tokenizer(part, add_special_tokens=False)["input_ids"] for part in (before, after)]
 
 
 def _pad(

@@ -34,6 +34,7 @@ class DataOptions(Protocol):
     references_field: str | None
     max_new_tokens: int | None
     verbalizer: str | None
+    chat: bool
     seed: int
 
 
@@ -62,6 +63,8 @@ def load_data(options: DataOptions) -> RunData:
 def _task_and_rows(options: DataOptions) -> tuple[Task, list[Row], str]:
     verbalizer = parse_mapping(options.verbalizer, "verbalizer") if options.verbalizer else {}
     decoding = {"max_new_tokens": options.max_new_tokens} if options.max_new_tokens else {}
+    if options.chat:
+        decoding["chat"] = True
     target = {key: getattr(options, key) for key in ("target_field", "target_template", "references_field")}
     if options.task:
         if options.label_field or options.labels or any(target.values()):

@@ -67,7 +67,7 @@ TEXT_KEYS = {"target_field": None, "target_template": None, "references_field": 
              "stop": ["\n"], "max_length": None}  # fmt: skip
 
 
-TASK_KEYS = ("name", "template", "label_field", "labels", "verbalizer", "init_text", *TEXT_KEYS)
+TASK_KEYS = ("name", "template", "label_field", "labels", "verbalizer", "init_text", *TEXT_KEYS, "chat")
 
 
 @dataclass
@@ -86,6 +86,7 @@ class Task:
     max_new_tokens: int | None = None  # tokens decoded (default: 64, or the longest label's)
     stop: list[str] = field(default_factory=lambda: ["\n"])  # decoding ends at the first of these
     max_length: int | None = None  # this task's default for tokens of input + target (else 64)
+    chat: bool = False  # the input as a user message through the model's chat template, the target as the reply
 
     def __post_init__(self) -> None:
         self.fields = _fields(self.template, "template")
@@ -196,6 +197,7 @@ class Task:
             "verbalizer": self.verbalizer,
             "init_text": self.init_text,
             **text,
+            **({"chat": True} if self.chat else {}),  # kept out when off: older folders read and hash the same
         }
 
     @classmethod

@@ -26,7 +26,7 @@ OPTIMIZERS = ("adamw", "adafactor")
 # What prompt design reads (toolbox/prompt_design.py): its data, model, examples and output; nothing it trains.
 DESIGN_OPTIONS = ("model", "dtype", "device", "task", "train", "eval", "data_dir", "dev_fraction", "train_limit",
                   "template", "label_field", "labels", "verbalizer", "target_field", "target_template",
-                  "references_field", "max_new_tokens", "shots", "seed", "max_length", "eval_batch_size",
+                  "references_field", "max_new_tokens", "chat", "shots", "seed", "max_length", "eval_batch_size",
                   "output", "progress")  # fmt: skip
 DTYPE_HELP = (
     "base dtype: auto (bfloat16 where the CPU or GPU runs it natively, else float32 on a CPU and float16 on a GPU), "
@@ -81,6 +81,8 @@ class TrainConfig:
     max_new_tokens: int | None = option(
         None, "tokens generated, and a target's budget (default: the task's, else 64; classification: its labels')"
     )
+    chat: bool = option(False, "render each input as a user message through the model's chat template (the "
+                        "target is the assistant's reply); saved with the prompt, so eval and serve render alike")
     num_virtual_tokens: int = option(8, "number of prompt vectors (with --init prompt-design: the examples' tokens)")
     init: str | None = option(
         None,  # text when the task has an init text, else class-label (the paper's default)

@@ -32,9 +32,12 @@ TASKS = {
                        max_length=256)),  # fmt: skip
     "harness-sst2": ("glue/sst2", Task("Sentence : {sentence} Sentiment :", "label", ["0", "1"],
                      {"0": " negative", "1": " positive"}, max_length=256)),  # fmt: skip
+    "harness-tweets-chat": ("raft/twitter_complaints", Task("Tweet text : {Tweet text} Label :", "Label",
+                            ["complaint", "no complaint"], {"complaint": " complaint", "no complaint": " no complaint"},
+                            max_length=256, chat=True)),  # fmt: skip
     "harness-squad": ("squad", load_named("squad", "dev")[0]),
 }
-CLASSIFY = ["harness-tweets", "harness-sst2"]
+CLASSIFY = ["harness-tweets", "harness-sst2", "harness-tweets-chat"]  # the chat task's rows in SmolLM2's template
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -91,12 +94,17 @@ def _ours(name: str, folder, smollm2) -> tuple[float, list[list[float]]]:
     return result["accuracy"], [s.tolist() for s in scores]
 
 
-def _check_agrees(results: dict, samples: list[dict], accuracy: float, scores: list[list[float]]) -> None:
+def _check_agrees(results: dict, samples: list[dict], accuracy: float, scores: list[list[float]], chat=False) -> None:
+    """Accuracy exactly and each choice's score within 1e-4. A chat task's context ends in the template's "\n",
+    which the harness moves into every continuation: its scores then add that token's log-probability, the
+    same for every choice of a row (so the same accuracy), where ours start after it."""
     assert len(samples) == ROWS
     assert results["acc,none"] == accuracy
     assert 0 <= results["acc_norm,none"] <= 1  # reported (length-normalised by bytes: no figure of ours)
     for sample, ours in zip(samples, scores):
-        assert [float(resp[0]) for resp in sample["filtered_resps"]] == pytest.approx(ours, abs=1e-4)  # a str in files
+        theirs = [float(resp[0]) for resp in sample["filtered_resps"]]  # a str in files
+        newline = theirs[0] - ours[0] if chat else 0.0
+        assert newline <= 1e-4 and [t - newline for t in theirs] == pytest.approx(ours, abs=1e-4)
 
 
 @pytest.mark.parametrize("name", CLASSIFY)
@@ -107,7 +115,7 @@ def test_local_completions_accuracy_is_softprompt_evals(harness, smollm2, smollm
             "tokenizer_backend": "huggingface", "batch_size": 8, "max_retries": 1}  # fmt: skip
     results, samples = _evaluate("local-completions", args, name, tasks)
     accuracy, scores = _ours(name, folder, smollm2)
-    _check_agrees(results, samples, accuracy, scores)
+    _check_agrees(results, samples, accuracy, scores, chat=TASKS[name][1].chat)
 
 
 def test_the_printed_hf_command_line_scores_as_softprompt_eval(harness, smollm2, tmp_path):

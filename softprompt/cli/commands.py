@@ -183,8 +183,7 @@ def harness(args: argparse.Namespace) -> None:
     tuned.task.check(rows, args.data or args.task)
     name = args.name or "softprompt_" + Path(args.prompt).resolve().name.replace("-", "_")
     folder = Path(args.output)
-    eos = tuned.tokenizer.eos_token or ""
-    write_harness_task(tuned.task, rows, folder, name, eos, tuned.encoder.max_new_tokens)
+    write_harness_task(tuned.encoder, rows, folder, name)
     base = resolve(tuned.lm.model.name_or_path)  # a folder the harness's tokenizer and hf model read
     served = "--model local-completions --model_args model=TASK,base_url=URL/v1/completions,tokenizer=" + base
     print(f"wrote {folder / name}.yaml and .jsonl ({len(rows)} rows); run it with", file=sys.stderr)

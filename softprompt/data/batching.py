@@ -72,6 +72,14 @@ class Encoder:
             raise ParameterError("text", "longer than {n} tokens", n=max_tokens)
         return ids
 
+    def text(self, row: Row) -> str:
+        """The row's input as text, inside the chat frame when the task has one: what an outside client (the
+        harness, an OpenAI completions call) sends for the ids `input_ids` makes (an uncut input)."""
+        text = self.task.render(row)
+        if not self.task.chat:
+            return text
+        return self.tokenizer.decode(self.chat_before) + text + self.tokenizer.decode(self.chat_after)
+
     def _content(self, text: str) -> list[int]:
         """A rendered input's own ids: as `tokenize` makes them, or, in a chat, the user message's content alone
         (the template's own tokens, BOS among them, are `chat_before`)."""

@@ -13,25 +13,32 @@ The harness tokenises context and continuation its own way: it moves a context's
 continuation and tokenises the two joined, where we tokenise input and label apart (as PEFT's recipe does).
 A template that ends in whitespace therefore reaches the model as other ids through the harness; one that
 ends without it (`... Label :`), with label words that start with a space (` complaint`), gives the same
-ids both ways, as does an input our Encoder does not cut (`max_length` covering the rows).
+ids both ways, as does an input our Encoder does not cut (`max_length` covering the rows). A chat task's
+inputs are written inside the model's chat template, as the prompt was trained; the harness's own
+`--apply_chat_template` is then not wanted. Their context ends in the template's newline, which the harness
+moves into each choice: its loglikelihoods add that token's log-probability, the same for every choice, so
+accuracy is the same as ours.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from ..data.batching import Encoder
 from ..data.tasks import Row, Task
 from ..prompts.checkpoint import atomic_write
 
 SPLIT = "test"  # the one split the written task has
 
 
-def harness_rows(task: Task, rows: list[Row], eos: str) -> list[dict]:
-    """The rows as the harness task reads them: the rendered input and what it is scored against."""
+def harness_rows(task: Task, rows: list[Row], eos: str, text: Callable[[Row], str]) -> list[dict]:
+    """The rows as the harness task reads them: the input as `text` renders it (Encoder.text: in the chat frame
+    for a chat task) and what it is scored against."""
     out = []
     for row in rows:
-        item: dict = {"input": task.render(row)}
+        item: dict = {"input": text(row)}
         if task.generates:
             item["target"] = task.target(row)
             item["references"] = task.references(row)
@@ -71,13 +78,13 @@ def harness_config(task: Task, name: str, data_file: Path, max_new_tokens: int) 
     return config
 
 
-def write_harness_task(task: Task, rows: list[Row], folder: Path, name: str, eos: str, max_new_tokens: int) -> Path:
+def write_harness_task(encoder: Encoder, rows: list[Row], folder: Path, name: str) -> Path:
     """`folder/NAME.yaml` and `folder/NAME.jsonl`: a task `lm_eval --include_path folder --tasks NAME` runs."""
     folder.mkdir(parents=True, exist_ok=True)
     data_file = folder / f"{name}.jsonl"
-    lines = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in harness_rows(task, rows, eos))
-    atomic_write(data_file, lines.encode("utf-8"))
-    config = harness_config(task, name, data_file, max_new_tokens)
+    items = harness_rows(encoder.task, rows, encoder.tokenizer.eos_token or "", encoder.text)
+    atomic_write(data_file, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items).encode("utf-8"))
+    config = harness_config(encoder.task, name, data_file, encoder.max_new_tokens)
     yaml_file = folder / f"{name}.yaml"
     atomic_write(yaml_file, (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return yaml_file

@@ -4,14 +4,32 @@
 # method's learning rate chosen on that dev set by F1 (seed 42), then scored zero-shot on SQuAD dev and on each
 # out-of-domain set: exact match and F1 on the first N questions of each (the same N for every method).
 # Usage: experiments/transfer.sh [OUTPUT]   (RUNGS="smollm2-135m qwen2.5-0.5b", N=500; data from $SOFTPROMPT_DATA)
+#        experiments/transfer.sh park [OUTPUT]   (after stopping the grid: keep its unfinished prompt-tuning runs)
 # Each finished run's record (its softprompt.json: recipe, dev F1, kept step, seconds, held-out scores) is kept in
 # docs/transfer/records/, which is committed, so the table grows across sessions and checkouts: a cell with a
 # kept record is not run again. Within a checkout a run cut short resumes from its checkpoint. A chosen folder
 # this checkout lacks (trained in an earlier session) is trained again, with the same recipe and seed, before
-# it is scored; its new scores join the kept record.
+# it is scored; its new scores join the kept record. A prompt-tuning run longer than a session (0.5B: about two
+# hours) goes on in the next one: `park`, after the grid is stopped, keeps each unfinished prompt-tuning run
+# folder (its newest checkpoints, best prompt and log: under a megabyte) in docs/transfer/parked/, which is
+# committed, and the next run resumes it from there, bit for bit as an unbroken run. A model-tuning run's
+# checkpoint is the whole model (GBs): it is not parked, and must finish within one session.
 set -euo pipefail
+park=false
+[[ ${1:-} == park ]] && { park=true; shift; }
 out=$(realpath -m "${1:-runs/transfer}")  # absolute and normalised, as transfer_table.py prints paths
 records=$(realpath -m "${RECORDS:-docs/transfer/records}")
+parked=$(realpath -m "${PARKED:-docs/transfer/parked}")
+if $park; then
+  for run in "$out"/*/prompt-tuning/lr-*/checkpoints; do
+    folder=${run%/checkpoints} cell=${run#"$out"/}; cell=${cell%/checkpoints}
+    [[ -f $folder/softprompt.json ]] && continue  # finished: its record is kept
+    rm -rf "$parked/$cell" && mkdir -p "$parked/$cell"
+    cp -r "$folder"/. "$parked/$cell"/ && rm -f "$parked/$cell/.lock"
+    echo "parked $cell (at $(basename "$(ls -d "$folder"/checkpoints/step-* | tail -1)"))"
+  done
+  exit 0
+fi
 export SOFTPROMPT_DATA=${SOFTPROMPT_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
 sp=${SOFTPROMPT:-softprompt}
 py=${PYTHON:-python}
@@ -23,7 +41,7 @@ n=${N:-500}
 # squad run is the 135M prompt-tuning cell at lr 3e-2), float32 on every CPU, so cells from different sessions'
 # machines are computed alike.
 data=(--task squad --train-limit 1000 --dev-fraction 0.05 --dtype float32 --no-progress)
-recipe=(--max-steps 150 --batch-size 8 --eval-every 50 --keep-best f1)
+recipe=(--max-steps 150 --batch-size 8 --eval-every 50 --keep-best f1 --save-steps 10)  # checkpoints: for park
 targets=("squad dev" "squadshifts/new_wiki test" "squadshifts/reddit test" "squadshifts/amazon test"
          "mrqa/relation_extraction test")
 
@@ -43,6 +61,9 @@ make_run() {  # make_run FOLDER: train (or build) the cell OUT/MODEL/METHOD[/lr-
     "$sp" design "${data[@]}" --model "$model" --shots 2 --output "$folder" --overwrite
   elif [[ -d $folder/checkpoints ]]; then
     "$sp" train --resume "$folder"
+  elif [[ -d $parked/$cell/checkpoints ]]; then  # begun in an earlier session
+    mkdir -p "$folder" && cp -r "$parked/$cell"/. "$folder"/
+    "$sp" train --resume "$folder"
   else
     lr=${cell##*/lr-}
     extra=(--num-virtual-tokens 20)
@@ -51,6 +72,7 @@ make_run() {  # make_run FOLDER: train (or build) the cell OUT/MODEL/METHOD[/lr-
       --output "$folder" --overwrite
   fi
   "$py" "$table" keep "$folder" "$records/$cell"
+  rm -rf "${parked:?}/$cell"
 }
 
 for model in "${rungs[@]}"; do

@@ -133,12 +133,19 @@ def status(output: Path, n: int) -> str:
         lines.append(f"- {rung.name}: prompt tuning {runs['prompt-tuning']} of {GRID} learning rates, model tuning "
                      f"{runs['model-tuning']} of {GRID}, prompt design {'built' if design else 'not built'}; "
                      f"{scores} of {len(METHODS) * len(SETS)} held-out scores")  # fmt: skip
+    lines += [f"- begun, parked to resume: {cell}" for cell in parked(output.parent / "parked")]
     if len(complete) >= 2 and all(complete):
         return "Status: complete.\n"
     return "\n".join(["**Status: not finished.** The grid runs in pieces across sessions. A learning rate is "
                       f"provisional until its method's {GRID} runs are kept; a score shows as soon as it is kept. "
                       "So far:",
                       "", *lines, ""])  # fmt: skip
+
+
+def parked(root: Path) -> list[str]:
+    """The unfinished prompt-tuning runs `transfer.sh park` kept, each with the step its newest checkpoint holds."""
+    return [f"{run.parent.relative_to(root)} at step {int(max(run.glob('step-*')).name.split('-')[1])}"
+            for run in sorted(root.glob("*/*/lr-*/checkpoints")) if any(run.glob("step-*"))]  # fmt: skip
 
 
 def table(output: Path, n: int) -> str:

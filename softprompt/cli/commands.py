@@ -184,6 +184,9 @@ def harness(args: argparse.Namespace) -> None:
     name = args.name or "softprompt_" + Path(args.prompt).resolve().name.replace("-", "_")
     folder = Path(args.output)
     write_harness_task(tuned.encoder, rows, folder, name)
+    if not tuned.task.generates and tuned.task.template != tuned.task.template.rstrip():
+        print("softprompt: note: the template ends in whitespace, which the harness moves into each choice and "
+              "tokenises with it: its scores will not be softprompt eval's (docs/evaluation.md)", file=sys.stderr)
     base = resolve(tuned.lm.model.name_or_path)  # a folder the harness's tokenizer and hf model read
     served = "--model local-completions --model_args model=TASK,base_url=URL/v1/completions,tokenizer=" + base
     print(f"wrote {folder / name}.yaml and .jsonl ({len(rows)} rows); run it with", file=sys.stderr)

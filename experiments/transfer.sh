@@ -20,14 +20,19 @@ park=false
 out=$(realpath -m "${1:-runs/transfer}")  # absolute and normalised, as transfer_table.py prints paths
 records=$(realpath -m "${RECORDS:-docs/transfer/records}")
 parked=$(realpath -m "${PARKED:-docs/transfer/parked}")
+saved() { compgen -G "$1/checkpoints/step-*" > /dev/null; }  # saved FOLDER: it holds a checkpoint
 if $park; then
+  shopt -s nullglob
   for run in "$out"/*/prompt-tuning/lr-*/checkpoints; do
     folder=${run%/checkpoints} cell=${run#"$out"/}; cell=${cell%/checkpoints}
     [[ -f $folder/softprompt.json ]] && continue  # finished: its record is kept
+    saved "$folder" || continue  # stopped before its first checkpoint: nothing to keep
     rm -rf "$parked/$cell" && mkdir -p "$parked/$cell"
     cp -r "$folder"/. "$parked/$cell"/ && rm -f "$parked/$cell/.lock"
     echo "parked $cell (at $(basename "$(ls -d "$folder"/checkpoints/step-* | tail -1)"))"
   done
+  "${PYTHON:-python}" "$(dirname "$0")/transfer_table.py" page "$records" "${N:-500}" "$parked" > docs/transfer.md.tmp
+  mv docs/transfer.md.tmp docs/transfer.md
   exit 0
 fi
 export SOFTPROMPT_DATA=${SOFTPROMPT_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
@@ -41,7 +46,7 @@ n=${N:-500}
 # squad run is the 135M prompt-tuning cell at lr 3e-2), float32 on every CPU, so cells from different sessions'
 # machines are computed alike.
 data=(--task squad --train-limit 1000 --dev-fraction 0.05 --dtype float32 --no-progress)
-recipe=(--max-steps 150 --batch-size 8 --eval-every 50 --keep-best f1 --save-steps 10)  # checkpoints: for park
+recipe=(--max-steps 150 --batch-size 8 --eval-every 50 --keep-best f1)
 targets=("squad dev" "squadshifts/new_wiki test" "squadshifts/reddit test" "squadshifts/amazon test"
          "mrqa/relation_extraction test")
 
@@ -59,14 +64,14 @@ make_run() {  # make_run FOLDER: train (or build) the cell OUT/MODEL/METHOD[/lr-
     :  # made already in this checkout (README's squad run is one cell): its record is kept below
   elif [[ $method == prompt-design ]]; then
     "$sp" design "${data[@]}" --model "$model" --shots 2 --output "$folder" --overwrite
-  elif [[ -d $folder/checkpoints ]]; then
+  elif saved "$folder"; then
     "$sp" train --resume "$folder"
-  elif [[ -d $parked/$cell/checkpoints ]]; then  # begun in an earlier session
+  elif saved "$parked/$cell"; then  # begun in an earlier session
     mkdir -p "$folder" && cp -r "$parked/$cell"/. "$folder"/
     "$sp" train --resume "$folder"
   else
     lr=${cell##*/lr-}
-    extra=(--num-virtual-tokens 20)
+    extra=(--num-virtual-tokens 20 --save-steps 10)  # checkpoints every 10 steps: what park keeps
     [[ $method == model-tuning ]] && extra=()
     "$sp" train "${data[@]}" "${recipe[@]}" --model "$model" --method "$method" --lr "$lr" ${extra[@]+"${extra[@]}"} \
       --output "$folder" --overwrite
@@ -97,4 +102,4 @@ for model in "${rungs[@]}"; do
     done
   done
 done
-"$py" "$table" page "$records" "$n" > docs/transfer.md.tmp && mv docs/transfer.md.tmp docs/transfer.md
+"$py" "$table" page "$records" "$n" "$parked" > docs/transfer.md.tmp && mv docs/transfer.md.tmp docs/transfer.md

@@ -3,7 +3,7 @@
     python experiments/transfer_table.py keep RUN_FOLDER RECORD_DIR   # the run's record into the kept tree
     python experiments/transfer_table.py choose RUNG_DIR              # the records to score: each method's best lr
     python experiments/transfer_table.py unscored TASK SPLIT N DIR... # those of DIR... not yet scored there
-    python experiments/transfer_table.py page RECORDS N               # docs/transfer.md, from every rung
+    python experiments/transfer_table.py page RECORDS N [PARKED]      # docs/transfer.md, from every rung
 
 Each trained method's learning rate is the one whose kept prompt (or model) has the best dev F1 (its
 softprompt.json's `metrics`, from the dev rows carved from training): no held-out row is read to choose it.
@@ -115,12 +115,13 @@ def comparison(output: Path, n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def page(output: Path, n: int) -> str:
-    return "\n".join([HEADER.format(n=n), status(output, n), "## Ours", "", table(output, n), comparison(output, n),
-                      f"The paper's other sets (model / prompt F1): {PAPER_OTHERS}.", ""])  # fmt: skip
+def page(output: Path, n: int, parked_root: Path | None = None) -> str:
+    return "\n".join([HEADER.format(n=n), status(output, n, parked_root), "## Ours", "", table(output, n),
+                      comparison(output, n), f"The paper's other sets (model / prompt F1): {PAPER_OTHERS}.",
+                      ""])  # fmt: skip
 
 
-def status(output: Path, n: int) -> str:
+def status(output: Path, n: int, parked_root: Path | None = None) -> str:
     """What the kept records hold so far, said before the table: a grid cut short shows as such."""
     lines, complete = [], []
     for rung in sorted(p for p in output.iterdir() if p.is_dir()):
@@ -133,7 +134,7 @@ def status(output: Path, n: int) -> str:
         lines.append(f"- {rung.name}: prompt tuning {runs['prompt-tuning']} of {GRID} learning rates, model tuning "
                      f"{runs['model-tuning']} of {GRID}, prompt design {'built' if design else 'not built'}; "
                      f"{scores} of {len(METHODS) * len(SETS)} held-out scores")  # fmt: skip
-    lines += [f"- begun, parked to resume: {cell}" for cell in parked(output.parent / "parked")]
+    lines += [f"- begun, parked to resume: {cell}" for cell in parked(parked_root)] if parked_root else []
     if len(complete) >= 2 and all(complete):
         return "Status: complete.\n"
     return "\n".join(["**Status: not finished.** The grid runs in pieces across sessions. A learning rate is "
@@ -197,7 +198,7 @@ def main(argv: list[str]) -> None:
     elif command == "unscored":
         print(" ".join(unscored(rest[0], rest[1], int(rest[2]), rest[3:])))
     elif command == "page":
-        print(page(Path(rest[0]), int(rest[1])), end="")
+        print(page(Path(rest[0]), int(rest[1]), Path(rest[2]) if len(rest) > 2 else None), end="")
     else:
         raise SystemExit(f"unknown command {command!r} (keep, choose, unscored, page)")
 

@@ -53,6 +53,7 @@ def chat_run(tmp_path_factory):
 def test_the_option_is_saved_and_rows_render_through_the_template(chat_run, smollm2):
     tuned = TunedPrompt.from_pretrained(chat_run, base=smollm2)
     assert tuned.task.chat and json.loads((chat_run / "softprompt.json").read_text())["task"]["chat"] is True
+    assert "Trained with `chat`" in (chat_run / "README.md").read_text()  # the model card says how to render rows
     row = load_named(TWEETS, "test")[1][0]
     ids = tuned.encoder.input_ids(row)
     assert ids == _templated(smollm2[1], tuned.task, row)

@@ -16,7 +16,8 @@ def train(args: argparse.Namespace) -> None:
     from ..training.train import fit, resume_config
 
     if args.resume:
-        fit(resume_config(args.resume), resume=True)
+        # The run goes on where its folder is now (a folder moved, or parked and brought back, resumes there).
+        fit(dataclasses.replace(resume_config(args.resume), output=str(args.resume)), resume=True)
         return
     config = train_config(args)
     tuned = fit(config, overwrite=args.overwrite)
@@ -184,7 +185,7 @@ def harness(args: argparse.Namespace) -> None:
     name = args.name or "softprompt_" + Path(args.prompt).resolve().name.replace("-", "_")
     folder = Path(args.output)
     write_harness_task(tuned.encoder, rows, folder, name)
-    if not tuned.task.generates and tuned.task.template != tuned.task.template.rstrip():
+    if not (tuned.task.generates or tuned.task.chat) and tuned.task.template != tuned.task.template.rstrip():
         print("softprompt: note: the template ends in whitespace, which the harness moves into each choice and "
               "tokenises with it: its scores will not be softprompt eval's (docs/evaluation.md)", file=sys.stderr)
     base = resolve(tuned.lm.model.name_or_path)  # a folder the harness's tokenizer and hf model read

@@ -38,7 +38,8 @@ class Encoder:
         self.target_budget = self.max_new_tokens + len(self.eos) if self.task.generates else longest_label
         tail = self.task.template.rsplit("}", 1)[-1] if self.task.fields else ""
         self.tail_length = len(self._ids(tail)) if tail else 0
-        self.chat_before, self.chat_after = chat_frame(self.tokenizer) if self.task.chat else ([], [])
+        self.chat_texts = chat_frame(self.tokenizer) if self.task.chat else ("", "")
+        self.chat_before, self.chat_after = (self._ids(part) if part else [] for part in self.chat_texts)
         self.input_budget = self.max_length - self.target_budget - len(self.chat_before) - len(self.chat_after)
         if self.input_budget <= self.tail_length:
             raise ParameterError("max_length", "{n} leaves no room for the input after the label or target",
@@ -67,18 +68,24 @@ class Encoder:
         text = self.task.render(row)
         if not self.task.chat:
             return self.cut(self.tokenize(text, max_tokens))
-        ids = self.chat_before + self.cut(self._content(text)) + self.chat_after
-        if max_tokens is not None and len(ids) > max_tokens:
-            raise ParameterError("text", "longer than {n} tokens", n=max_tokens)
-        return ids
+        content = self._content(text)
+        frame = len(self.chat_before) + len(self.chat_after)
+        if max_tokens is not None and not 0 < len(content) <= max_tokens - frame:
+            raise ParameterError("text", "empty or longer than {n} tokens", n=max_tokens)
+        return self.chat_before + self.cut(content) + self.chat_after
 
     def text(self, row: Row) -> str:
         """The row's input as text, inside the chat frame when the task has one: what an outside client (the
-        harness, an OpenAI completions call) sends for the ids `input_ids` makes (an uncut input)."""
+        harness, an OpenAI completions call) sends for the ids `input_ids` makes (an uncut input). A BOS the
+        template writes is left out where the tokenizer adds its own, so it is not there twice."""
         text = self.task.render(row)
         if not self.task.chat:
             return text
-        return self.tokenizer.decode(self.chat_before) + text + self.tokenizer.decode(self.chat_after)
+        before, after = self.chat_texts
+        bos = self.tokenizer.bos_token
+        if bos and before.startswith(bos) and self.tokenizer("x")["input_ids"][:1] == [self.tokenizer.bos_token_id]:
+            before = before[len(bos) :]
+        return before + text + after
 
     def _content(self, text: str) -> list[int]:
         """A rendered input's own ids: as `tokenize` makes them, or, in a chat, the user message's content alone
@@ -138,8 +145,8 @@ class Encoder:
 CONTENT = "\ue000"  # a private-use character no chat template writes: where the user message's content goes
 
 
-def chat_frame(tokenizer) -> list[list[int]]:
-    """A chat template's ids before and after a user message's content, the assistant's turn opened after it:
+def chat_frame(tokenizer) -> tuple[str, str]:
+    """A chat template's text before and after a user message's content, the assistant's turn opened after it:
     tokenised apart from the content, so that a long input is cut inside the content alone."""
     if not getattr(tokenizer, "chat_template", None):
         raise ParameterError("chat", "the model's tokenizer ({name}) has no chat template", name=tokenizer.name_or_path)
@@ -149,7 +156,7 @@ def chat_frame(tokenizer) -> list[list[int]]:
         raise ParameterError("chat", "the chat template of {name} does not write a message's content once",
                              name=tokenizer.name_or_path)  # fmt: skip
     before, after = text.split(CONTENT)
-    return [tokenizer(part, add_special_tokens=False)["input_ids"] for part in (before, after)]
+    return before, after
 
 
 def _pad(

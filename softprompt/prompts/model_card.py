@@ -109,6 +109,16 @@ def _size(adapter: dict | None) -> str:
 def _task_section(task: dict) -> str:
     if not task:
         return ""
+    return _task_kind_section(task) + (CHAT_NOTE if task.get("chat") else "")
+
+
+CHAT_NOTE = ("\nTrained with `chat`: each input goes in as a user message through the base model's chat template, "
+             "with the assistant's turn opened (the soft prompt before it all), and the answer is the assistant's "
+             "reply. softprompt renders it so; with PEFT, apply the tokenizer's chat template "
+             "(`add_generation_prompt=True`) to the rendered template before tokenising.\n")
+
+
+def _task_kind_section(task: dict) -> str:
     if _kind(task) == "text":
         target = f"field `{task['target_field']}`" if task.get("target_field") else f"`{task.get('target_template')}`"
         scored = f"the references in `{task['references_field']}`" if task.get("references_field") else "it"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.batching import DEFAULT_NEW_TOKENS, Encoder
+from ..data.batching import DEFAULT_NEW_TOKENS, Encoder, chat_frame
 from ..data.tasks import Row, Task
 from ..engine.causal import PromptedCausalLM
 from ..engine.prompted import PromptedModel, ScoringMode
@@ -42,10 +42,13 @@ DEFAULT_MAX_LENGTH = 64
 
 def encoder_for(base: Base, task: Task, max_length: int | None = None) -> Encoder:
     """The task's encoder on this base, `max_length` tokens of input and target (default: the task's, else 64,
-    and for text to text 64 beside the target's budget): an encoder-decoder's inputs keep their EOS (T5 was
-    trained so)."""
+    and for text to text 64 beside the target's budget, and for a chat 64 beside the chat template's frame):
+    an encoder-decoder's inputs keep their EOS (T5 was trained so)."""
     seq2seq = bool(getattr(base.model.config, "is_encoder_decoder", False))
     default = DEFAULT_MAX_LENGTH + ((task.max_new_tokens or DEFAULT_NEW_TOKENS) + 1 if task.generates else 0)
+    if task.chat and not (max_length or task.max_length):
+        default += sum(len(base.tokenizer(part, add_special_tokens=False)["input_ids"])
+                       for part in chat_frame(base.tokenizer))  # fmt: skip
     return Encoder(task, base.tokenizer, max_length or task.max_length or default, input_eos=seq2seq)
 
 

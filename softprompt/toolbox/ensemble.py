@@ -27,8 +27,9 @@ def check_members(members: Sequence[TunedPrompt]) -> None:
         raise SoftpromptError("an ensemble needs at least 2 prompts")
     first = members[0]
     for member in members[1:]:
-        if member.task.labels != first.task.labels or member.task.template != first.task.template:
-            raise SoftpromptError("ensemble members must share the task's template and labels")
+        if (member.task.labels, member.task.template, member.task.chat) != (first.task.labels, first.task.template,
+                                                                             first.task.chat):
+            raise SoftpromptError("ensemble members must share the task's template, labels and chat option")
         if member.lm.model is not first.lm.model:
             raise SoftpromptError("ensemble members must run on the same base model")
 

@@ -16,8 +16,7 @@ def train(args: argparse.Namespace) -> None:
     from ..training.train import fit, resume_config
 
     if args.resume:
-        # The run goes on where its folder is now (a folder moved, or parked and brought back, resumes there).
-        fit(dataclasses.replace(resume_config(args.resume), output=str(args.resume)), resume=True)
+        fit(resume_config(args.resume), resume=True)
         return
     config = train_config(args)
     tuned = fit(config, overwrite=args.overwrite)

@@ -38,8 +38,7 @@ class Encoder:
         self.target_budget = self.max_new_tokens + len(self.eos) if self.task.generates else longest_label
         tail = self.task.template.rsplit("}", 1)[-1] if self.task.fields else ""
         self.tail_length = len(self._ids(tail)) if tail else 0
-        self.chat_texts = chat_frame(self.tokenizer) if self.task.chat else ("", "")
-        self.chat_before, self.chat_after = (self._ids(part) if part else [] for part in self.chat_texts)
+        self.chat_before, self.chat_after = chat_frame_ids(self.tokenizer) if self.task.chat else ([], [])
         self.input_budget = self.max_length - self.target_budget - len(self.chat_before) - len(self.chat_after)
         if self.input_budget <= self.tail_length:
             raise ParameterError("max_length", "{n} leaves no room for the input after the label or target",
@@ -76,16 +75,22 @@ class Encoder:
 
     def text(self, row: Row) -> str:
         """The row's input as text, inside the chat frame when the task has one: what an outside client (the
-        harness, an OpenAI completions call) sends for the ids `input_ids` makes (an uncut input). A BOS the
-        template writes is left out where the tokenizer adds its own, so it is not there twice."""
+        harness, an OpenAI completions call) sends for the ids `input_ids` makes (an uncut input)."""
         text = self.task.render(row)
         if not self.task.chat:
             return text
-        before, after = self.chat_texts
+        before, after = self._client_frame
+        return before + text + after
+
+    @functools.cached_property
+    def _client_frame(self) -> tuple[str, str]:
+        """The chat frame's text as a client sends it: a BOS the template writes is left out where the tokenizer
+        adds its own, so that it is not there twice."""
+        before, after = chat_frame(self.tokenizer)
         bos = self.tokenizer.bos_token
         if bos and before.startswith(bos) and self.tokenizer("x")["input_ids"][:1] == [self.tokenizer.bos_token_id]:
             before = before[len(bos) :]
-        return before + text + after
+        return before, after
 
     def _content(self, text: str) -> list[int]:
         """A rendered input's own ids: as `tokenize` makes them, or, in a chat, the user message's content alone
@@ -156,6 +161,12 @@ def chat_frame(tokenizer) -> tuple[str, str]:
         raise ParameterError("chat", "the chat template of {name} does not write a message's content once",
                              name=tokenizer.name_or_path)  # fmt: skip
     before, after = text.split(CONTENT)
+    return before, after
+
+
+def chat_frame_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """`chat_frame`'s two texts as ids, each tokenised alone (the template writes its own special tokens)."""
+    before, after = (tokenizer(part, add_special_tokens=False)["input_ids"] for part in chat_frame(tokenizer))
     return before, after
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.batching import DEFAULT_NEW_TOKENS, Encoder, chat_frame
+from ..data.batching import DEFAULT_NEW_TOKENS, Encoder, chat_frame_ids
 from ..data.tasks import Row, Task
 from ..engine.causal import PromptedCausalLM
 from ..engine.prompted import PromptedModel, ScoringMode
@@ -47,8 +47,7 @@ def encoder_for(base: Base, task: Task, max_length: int | None = None) -> Encode
     seq2seq = bool(getattr(base.model.config, "is_encoder_decoder", False))
     default = DEFAULT_MAX_LENGTH + ((task.max_new_tokens or DEFAULT_NEW_TOKENS) + 1 if task.generates else 0)
     if task.chat and not (max_length or task.max_length):
-        default += sum(len(base.tokenizer(part, add_special_tokens=False)["input_ids"])
-                       for part in chat_frame(base.tokenizer))  # fmt: skip
+        default += sum(map(len, chat_frame_ids(base.tokenizer)))
     return Encoder(task, base.tokenizer, max_length or task.max_length or default, input_eos=seq2seq)
 
 

@@ -23,7 +23,6 @@ accuracy is the same as ours.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from ..data.batching import Encoder
@@ -33,12 +32,13 @@ from ..prompts.checkpoint import atomic_write
 SPLIT = "test"  # the one split the written task has
 
 
-def harness_rows(task: Task, rows: list[Row], eos: str, text: Callable[[Row], str]) -> list[dict]:
-    """The rows as the harness task reads them: the input as `text` renders it (Encoder.text: in the chat frame
-    for a chat task) and what it is scored against."""
+def harness_rows(encoder: Encoder, rows: list[Row]) -> list[dict]:
+    """The rows as the harness task reads them: the input as `Encoder.text` renders it (in the chat frame for a
+    chat task) and what it is scored against."""
+    task, eos = encoder.task, encoder.tokenizer.eos_token or ""
     out = []
     for row in rows:
-        item: dict = {"input": text(row)}
+        item: dict = {"input": encoder.text(row)}
         if task.generates:
             item["target"] = task.target(row)
             item["references"] = task.references(row)
@@ -82,8 +82,8 @@ def write_harness_task(encoder: Encoder, rows: list[Row], folder: Path, name: st
     """`folder/NAME.yaml` and `folder/NAME.jsonl`: a task `lm_eval --include_path folder --tasks NAME` runs."""
     folder.mkdir(parents=True, exist_ok=True)
     data_file = folder / f"{name}.jsonl"
-    items = harness_rows(encoder.task, rows, encoder.tokenizer.eos_token or "", encoder.text)
-    atomic_write(data_file, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items).encode("utf-8"))
+    lines = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in harness_rows(encoder, rows))
+    atomic_write(data_file, lines.encode("utf-8"))
     config = harness_config(encoder.task, name, data_file, encoder.max_new_tokens)
     yaml_file = folder / f"{name}.yaml"
     atomic_write(yaml_file, (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -248,10 +248,12 @@ class Trainer:
 
 
 def resume_config(output: str | Path) -> TrainConfig:
-    """The config a run in `output` was started with, read from its newest checkpoint."""
+    """The config a run in `output` was started with, read from its newest checkpoint, writing to `output`: the
+    run goes on where its folder is now (moved, or parked and brought back)."""
     folder = RunFolder(output).resume_point()
     state = json.loads((folder / checkpoint.STATE_JSON).read_text())
-    return TrainConfig.from_dict(Progress.from_json(state["progress"]).config, str(folder / checkpoint.STATE_JSON))
+    config = TrainConfig.from_dict(Progress.from_json(state["progress"]).config, str(folder / checkpoint.STATE_JSON))
+    return dataclasses.replace(config, output=str(output))
 
 
 def fit(config: TrainConfig, base: Base | None = None, resume: bool = False, overwrite: bool = False) -> TunedPrompt:

@@ -5,11 +5,12 @@
 # out-of-domain set: exact match and F1 on the first N questions of each (the same N for every method).
 # Usage: experiments/transfer.sh [OUTPUT]   (RUNGS="smollm2-135m qwen2.5-0.5b", N=500; data from $SOFTPROMPT_DATA)
 #        experiments/transfer.sh park [OUTPUT]   (after stopping the grid: keep its unfinished prompt-tuning runs)
-# Each finished run's record (its softprompt.json: recipe, dev F1, kept step, seconds, held-out scores) is kept in
-# docs/transfer/records/, which is committed, so the table grows across sessions and checkouts: a cell with a
-# kept record is not run again. Within a checkout a run cut short resumes from its checkpoint. A chosen folder
-# this checkout lacks (trained in an earlier session) is trained again, with the same recipe and seed, before
-# it is scored; its new scores join the kept record. A prompt-tuning run longer than a session (0.5B: about two
+# Each finished run's record (its softprompt.json: recipe, dev F1, kept step, seconds, held-out scores; and a
+# prompt's two PEFT files, KBs) is kept in docs/transfer/records/, which is committed, so the table grows across
+# sessions and checkouts: a cell with a kept record is not run again. Within a checkout a run cut short resumes
+# from its checkpoint. A chosen prompt this checkout lacks is scored from its kept files; a chosen model-tuned
+# folder (GBs, not kept) is trained again, with the same recipe and seed, before it is scored; its new scores
+# join the kept record. A prompt-tuning run longer than a session (0.5B: about two
 # hours) goes on in the next one: `park`, after the grid is stopped, keeps each unfinished prompt-tuning run
 # folder (its newest checkpoints, best prompt and log: under a megabyte) in docs/transfer/parked/, which is
 # committed, and the next run resumes it from there, bit for bit as an unbroken run. A model-tuning run's
@@ -62,6 +63,8 @@ make_run() {  # make_run FOLDER: train (or build) the cell OUT/MODEL/METHOD[/lr-
   model=${cell%%/*}; method=${cell#*/}; method=${method%%/*}
   if [[ -f $folder/softprompt.json ]]; then
     :  # made already in this checkout (README's squad run is one cell): its record is kept below
+  elif [[ -f $records/$cell/adapter_model.safetensors ]]; then  # a prompt trained in an earlier session
+    mkdir -p "$folder" && cp "$records/$cell"/* "$folder"/
   elif [[ $method == prompt-design ]]; then
     "$sp" design "${data[@]}" --model "$model" --shots 2 --output "$folder" --overwrite
   elif saved "$folder"; then

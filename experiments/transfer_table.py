@@ -11,16 +11,19 @@ softprompt.json's `metrics`, from the dev rows carved from training): no held-ou
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from softprompt.prompts.checkpoint import CONFIG, WEIGHTS  # noqa: E402
 from softprompt.prompts.model_card import record_name  # noqa: E402
 from softprompt.prompts.record import FolderRecord  # noqa: E402
 
 METHODS = ("prompt-tuning", "model-tuning", "prompt-design")
+PROMPT_FILES = (CONFIG, WEIGHTS)  # a prompt folder's own files, kept with its record
 GRID = 3  # learning rates per trained method (experiments/transfer.sh's lrs)
 SETS = (("squad", "dev", "SQuAD (dev)", "Wiki"), ("squadshifts/new_wiki", "test", "SQuAD-shifts new_wiki", "Wiki"),
         ("squadshifts/reddit", "test", "SQuAD-shifts reddit", "Reddit"),
@@ -48,14 +51,20 @@ def chosen(rung: Path) -> dict[str, Path]:
 
 
 def keep(folder: Path, kept: Path) -> None:
-    """Copy a run's record (softprompt.json alone: a few KB, committed) into `kept`. A record kept before (from
-    a run this checkout trained again) keeps its training fields; the held-out scores of both are merged."""
+    """Copy a run's record (softprompt.json: a few KB, committed) into `kept`, with a prompt's own files (PEFT's
+    two: KBs), so a later checkout scores the prompt without training it again; a model-tuned run's weights
+    (GBs) stay behind. A record kept before (from a run this checkout trained again) keeps its training fields;
+    the held-out scores of both are merged."""
     record = FolderRecord.read(folder)
     if (kept / "softprompt.json").is_file():
         earlier = FolderRecord.read(kept)
         earlier.evaluations = {**earlier.evaluations, **record.evaluations}
         record = earlier
     kept.mkdir(parents=True, exist_ok=True)
+    if not record.method.trains_model:
+        for name in PROMPT_FILES:
+            if (folder / name).is_file() and not (kept / name).is_file():
+                shutil.copyfile(folder / name, kept / name)
     record.write(kept)
 
 

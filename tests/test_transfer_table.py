@@ -39,6 +39,18 @@ def test_keep_copies_a_run_and_merges_a_retrained_runs_scores_into_the_first_rec
     assert table.unscored("squadshifts/amazon", "test", 500, [str(kept)]) == [str(kept)]
 
 
+def test_keep_holds_a_prompts_files_but_not_a_model_tuned_runs_weights(tmp_path):
+    prompt = _run(tmp_path / "pt")
+    model = _run(tmp_path / "mt", method=MODEL_TUNING)
+    for folder in (prompt, model):
+        for name in table.PROMPT_FILES:
+            (folder / name).write_bytes(b"weights of " + folder.name.encode())
+    table.keep(prompt, tmp_path / "kept-pt")
+    table.keep(model, tmp_path / "kept-mt")
+    assert [(tmp_path / "kept-pt" / n).read_bytes() for n in table.PROMPT_FILES] == [b"weights of pt"] * 2
+    assert sorted(p.name for p in (tmp_path / "kept-mt").iterdir()) == ["softprompt.json"]
+
+
 def test_each_method_is_scored_at_its_best_dev_f1_and_unfinished_runs_do_not_count(tmp_path):
     rung = tmp_path / "smollm2-135m"
     for lr, f1 in (("1e-2", 0.30), ("3e-2", 0.45), ("1e-1", 0.20)):

@@ -79,7 +79,8 @@ def new_schedule(tmp_path, epoch_steps, total, eval_every, save_steps, stop_afte
     trainer._evaluate = evaluate
     trainer._checkpoint = lambda: events.append(("save", progress.step, progress.epoch, progress.batch))
     trainer._finish = lambda: None
-    trainer.run()
+    for _ in trainer.steps():
+        pass
     return events
 
 

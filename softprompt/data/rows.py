@@ -25,14 +25,19 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
     file = Path(spec)
     if not file.is_file():
         raise SoftpromptError(f"{spec}: no such file")
-    data = file.read_bytes()
+    return parse_rows(file.read_bytes(), spec, file.suffix)
+
+
+def parse_rows(data: bytes, spec: str, suffix: str) -> list[Row]:
+    """Rows of a file's bytes (read from disk, or uploaded to a server), by the file's type (`suffix`); errors
+    name `spec`."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise SoftpromptError(f"{spec}: not UTF-8 text (bad byte at offset {exc.start}, line {line})") from None
     handle = io.StringIO(text.removeprefix("\ufeff"), newline="")
-    suffix = file.suffix.lower()
+    suffix = suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows = _read_jsonl(handle, spec)
     elif suffix in (".tsv", ".txt"):

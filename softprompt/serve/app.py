@@ -32,6 +32,8 @@ from .openai_schemas import NEUTRAL
 from .schemas import Limits, TaskInfo
 from .store import PromptStore, check_name, unzip_folder
 from .task_api import task_routes
+from .tuning import Tuner
+from .tuning_api import tuning_routes
 
 CONSOLE = Path(__file__).parent / "console"
 
@@ -43,10 +45,12 @@ def create_app(
     config: ServeConfig,
     admin_token: str | None = None,
     api_key: str | None = None,
+    tuner: Tuner | None = None,
 ) -> FastAPI:
     """The app over `engine`, which reports its batches to `metrics`; `api_key` guards every route but the
     admin ones (those need `admin_token`), the console's static page (it asks for the key and sends it) and,
-    with `config.open_health_metrics`, /healthz and /metrics."""
+    with `config.open_health_metrics`, /healthz and /metrics. With `tuner`, OpenAI's files and fine-tuning routes,
+    whose jobs `tuner` runs on the engine's worker thread."""
     limits = Limits.of(config)
     app = FastAPI(
         title="softprompt",
@@ -66,6 +70,8 @@ def create_app(
     chat_routes(app, store, engine, limits)
     _info_routes(app, store, engine, metrics)
     _admin_routes(app, store, admin_token)
+    if tuner is not None:
+        tuning_routes(app, tuner, admin_token, api_key)
     if config.console:
         _console_routes(app)
     return app

@@ -74,13 +74,28 @@ class Engine(Protocol):
         """Stop taking jobs and let the worker end."""
 
 
-class Batcher:
-    """The one worker thread that owns the model, with the queue in front of it (its sizes from `config`)."""
+class Background(Protocol):
+    """Work the worker thread does between batches (tuning.py's fine-tuning jobs), one short unit at a time."""
 
-    def __init__(self, config: ServeConfig, on_batch: OnBatch | None = None) -> None:
+    def pending(self) -> bool:
+        """Whether there is work to do."""
+
+    def work(self) -> None:
+        """Do one unit (a training step); never raises."""
+
+
+class Batcher:
+    """The one worker thread that owns the model, with the queue in front of it (its sizes from `config`).
+
+    With `background` work pending, the worker does a unit of it whenever no request waits, and one after every
+    `train_every` batches while requests keep waiting: requests keep priority, and the work still advances."""
+
+    def __init__(self, config: ServeConfig, on_batch: OnBatch | None = None, background: Background | None = None):
         self.max_batch = config.max_batch
         self.max_wait = config.max_wait_ms / 1000
         self.batching = config.batching
+        self.train_every = config.train_every
+        self.background = background
         self._on_batch = on_batch or (lambda rows, jobs: None)
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=config.max_queue)
         self._thread = threading.Thread(target=self._work, name="softprompt-batcher", daemon=True)
@@ -124,17 +139,23 @@ class Batcher:
         return jobs
 
     def _work(self) -> None:
-        worked = False  # since memory was last released
+        worked, served = False, 0  # worked: since memory was last released; served: batches since background work
         while True:
-            try:
-                first = self._queue.get(timeout=IDLE_RELEASE_S if worked else None)
+            background = self.background is not None and self.background.pending()
+            if background and (self._queue.empty() or served >= self.train_every):
+                self.background.work()
+                worked, served = True, 0
+                continue
+            try:  # with background work, the queue is not empty here; without, it is looked at again each second
+                first = self._queue.get(timeout=IDLE_RELEASE_S if worked or self.background else None)
             except queue.Empty:
-                release_free_memory()
+                if worked:
+                    release_free_memory()
                 worked = False
                 continue
             if first is None:
                 return
-            worked = True
+            worked, served = True, served + 1
             jobs = self._collect(first)
             self._on_batch(sum(len(job.rows) for job in jobs), len(jobs))
             with torch.inference_mode():

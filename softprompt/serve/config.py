@@ -21,7 +21,8 @@ ENGINES = ("single", "ray")
 REPLICA_OPTIONS = ("engine", "replicas", "held_tasks", "request_timeout", "gpus_per_replica", "cpus_per_replica")
 SERVING_AUTO = "; a server on a CPU without AMX takes float32 (faster at small batches)"
 AT_LEAST_1 = ("max_batch", "max_queue", "max_items", "max_input_tokens", "max_new_tokens", "max_body_bytes",
-              "max_upload_bytes", "replicas", "held_tasks")  # fmt: skip
+              "max_upload_bytes", "replicas", "held_tasks", "max_training_jobs", "train_every", "max_file_bytes",
+              "max_file_rows", "max_job_steps")  # fmt: skip
 WORDS = {int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -48,6 +49,13 @@ class ServeConfig:
     api_key_file: str | None = option(
         None, "every route needs 'Authorization: Bearer KEY' with this key (admin routes: the token)"
     )
+    max_training_jobs: int = option(1, "fine-tuning jobs trained at once (steps in turn); the others wait")
+    train_every: int = option(
+        4, "while requests keep waiting, a fine-tuning job takes one step after every N batches (always when idle)"
+    )
+    max_file_bytes: int = option(16 * 2**20, "largest fine-tuning file (POST /v1/files)")
+    max_file_rows: int = option(100_000, "rows a fine-tuning file may hold")
+    max_job_steps: int = option(5000, "optimizer steps a fine-tuning job may take")
     console: bool = option(True, "the web console at / (tasks, try an input, live traffic, admin uploads)")
     open_health_metrics: bool = option(False, "with --api-key-file: /healthz and /metrics need no key")
     vllm_url: str | None = option(

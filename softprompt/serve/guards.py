@@ -12,12 +12,13 @@ from .schemas import Limits
 
 ADMIN_METHODS = ("PUT", "DELETE")
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+TUNING_WRITES = ("/v1/files", "/v1/fine_tuning/jobs")  # upload, create, cancel, delete: admin token or API key
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 CONSOLE_PATH = "/console"  # the console's static files; its page is at /
 DRAIN_FACTOR = 8  # declared bodies up to this many times the limit are read and dropped before the 413
 
 
-OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models")
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/files", "/v1/fine_tuning")
 
 
 def error(status: int, message: str, headers: dict | None = None, path: str = "") -> JSONResponse:
@@ -46,8 +47,7 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        upload = scope["method"] == "PUT"
-        limit = self.limits.max_upload_bytes if upload else self.limits.max_body_bytes
+        limit = self.limits.body_limit(scope["method"], scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             if declared.isdigit() and int(declared) <= DRAIN_FACTOR * limit:
@@ -86,7 +86,8 @@ class ApiKey:
     405), nor /docs and /openapi.json. Exempt: the console's static page (it asks for the key), `open_paths`
     (/healthz and /metrics with
     --open-health-metrics, for probes and scrapers that hold no secret), and, when the admin token is set, the
-    admin routes, whose handlers check that token instead (a request carries one bearer only)."""
+    admin routes and fine-tuning's writes, whose handlers check that token (or the key) instead (a request
+    carries one bearer only)."""
 
     def __init__(self, app, key: str, open_paths: frozenset[str], admin_exempt: bool, console_exempt: bool) -> None:
         self.app = app
@@ -100,7 +101,11 @@ class ApiKey:
             return True
         if self.console_exempt and (scope["path"] == "/" or scope["path"].startswith(CONSOLE_PATH + "/")):
             return True  # the console's static page holds no secret; it asks for the key to call the API
-        return self.admin_exempt and scope["method"] in ADMIN_METHODS and scope["path"].startswith("/v1/tasks/")
+        if not self.admin_exempt:
+            return False
+        method, path = scope["method"], scope["path"]
+        tuning = method in ("POST", "DELETE") and path.startswith(TUNING_WRITES)  # the handler checks admin-or-key
+        return tuning or (method in ADMIN_METHODS and path.startswith("/v1/tasks/"))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not self._exempt(scope):

@@ -40,7 +40,7 @@ class Forwarded:
     async def of(cls, request: Request, limits: Limits) -> Forwarded:
         """The request, its body read up to `limit` bytes plus one: the replica's body limit then answers
         413 exactly as the single server does, without the ingress holding an unbounded body."""
-        limit = limits.max_upload_bytes if request.method == "PUT" else limits.max_body_bytes  # as BodyLimit
+        limit = limits.body_limit(request.method, request.url.path)  # as BodyLimit
         declared = request.headers.get("content-length", "")
         body = b""
         if not (declared.isdigit() and int(declared) > limit):

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .config import ServeConfig
 from .store import Served
 
+FILES_PATH = "/v1/files"
+FORM_BYTES = 2**16  # a multipart form's own bytes around the file it carries
 VERSION_HELP = "content hash of the prompt and task that answered (changes with every new upload of the task)"
 
 
@@ -24,10 +26,20 @@ class Limits:
     max_new_tokens: int
     max_body_bytes: int
     max_upload_bytes: int
+    max_file_bytes: int
 
     @classmethod
     def of(cls, config: ServeConfig) -> Limits:
         return cls(**{field.name: getattr(config, field.name) for field in dataclasses.fields(cls)})
+
+    def body_limit(self, method: str, path: str) -> int:
+        """The largest body a request may send: a task upload's, a fine-tuning file's (its form around it), or
+        any other request's."""
+        if method == "PUT":
+            return self.max_upload_bytes
+        if method == "POST" and path == FILES_PATH:
+            return self.max_file_bytes + FORM_BYTES
+        return self.max_body_bytes
 
 
 class ClassifyRequest(BaseModel):

@@ -17,6 +17,9 @@ from .config import ServeConfig
 from .metrics import Metrics
 from .shared_store import SharedPromptStore
 from .store import PromptStore
+from .tuning import Tuner
+from .tuning_files import FileStore
+from .tuning_jobs import JobStore
 from .vllm_backend import VllmCompletions
 
 # Shapes kept by each of oneDNN's and ideep's primitive caches in a server process (both default to 1024).
@@ -59,9 +62,12 @@ def build(config: ServeConfig, held_tasks: int | None = None) -> FastAPI:
     else:
         store = SharedPromptStore(base, Path(config.prompts), held_tasks)
     metrics = Metrics()  # first: the engine reports each batch to it from the start
-    batcher = Batcher(config, metrics.observe_batch)
+    prompts = Path(config.prompts)
+    files = FileStore(prompts, config.max_file_bytes, config.max_file_rows)
+    tuner = Tuner(store, files, JobStore(prompts), config)  # its jobs run on the batcher's thread, between batches
+    batcher = Batcher(config, metrics.observe_batch, background=tuner)
     engine: Engine = batcher if config.vllm_url is None else VllmCompletions(batcher, config.vllm_url)
-    return create_app(store, engine, metrics, config, admin_token, api_key)
+    return create_app(store, engine, metrics, config, admin_token, api_key, tuner)
 
 
 def serve(config: ServeConfig) -> None:

@@ -30,11 +30,12 @@ import torch
 
 from ..models.base import Base
 from ..prompts import checkpoint
+from ..prompts.model_card import CARD
 from ..prompts.tuned import TunedPrompt
 from ..utils.errors import SoftpromptError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-FOLDER_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.META)
+FOLDER_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.META, CARD)  # the card is optional
 MAX_UNPACKED = 64 * 2**20
 
 

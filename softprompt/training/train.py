@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ from .run_folder import RunFolder, Start
 from .schedule import Due, Plan, Progress, after_step
 from .train_config import METRICS, TEXT_METRICS, TrainConfig, check_metric
 
-__all__ = ["METRICS", "TrainConfig", "Trainer", "fit", "make_tuned", "resume_config"]
+__all__ = ["METRICS", "TrainConfig", "Trainer", "fit", "fit_steps", "make_tuned", "resume_config"]
 
 
 class Trainer:
@@ -69,6 +70,7 @@ class Trainer:
         self.trained = tuned.record.method.trained_tensors(tuned.lm)  # the prompt, or every weight
         self.optimizer, self.scheduler = make_optimizer(config, list(self.trained.values()), total_steps)
         self.progress = Progress(config=dataclasses.asdict(config))
+        self.step_loss: float | None = None  # the last optimizer step's mean loss per target token
         # The prompt changes between dev evaluations, so keys/values computed apart would never be reused: a dev
         # set that fits one forward runs the prompt inside it instead.
         fits = len(eval_rows or ()) <= config.eval_batch_size
@@ -135,6 +137,7 @@ class Trainer:
                                                               device=self.parallel.device)))  # fmt: skip
         if not math.isfinite(loss_total):
             raise self._diverged(f"loss {loss_total}")
+        self.step_loss = loss_total / tokens  # what a server's job reports for each step
         self.progress.window_loss += loss_total
         self.progress.window_tokens += tokens
         if self.config.max_grad_norm:
@@ -210,6 +213,14 @@ class Trainer:
             self.folder.save_checkpoint(progress.step, files)
 
     def run(self) -> TunedPrompt:
+        for _ in self.steps():
+            pass
+        return self.tuned
+
+    def steps(self) -> Iterator[int]:
+        """The run one optimizer step at a time (each step, then what the after-step rule says, then its number
+        yielded); the final folder is written when the iteration ends. `run` takes them all at once, a server
+        one between its batches."""
         config, progress = self.config, self.progress
         bar = tqdm(total=self.plan.total_steps, initial=progress.step, unit="step",
                    disable=not (config.progress and self.parallel.main))  # fmt: skip
@@ -227,15 +238,17 @@ class Trainer:
                 progress.step += 1
                 progress.batch += 1
                 bar.update(1)
-                if done := self._carry_out(after_step(progress, self.plan)):
+                done = self._carry_out(after_step(progress, self.plan))
+                yield progress.step
+                if done:
                     break
         bar.close()
-        return self._finish()
+        self._finish()
 
-    def _finish(self) -> TunedPrompt:
+    def _finish(self) -> None:
         """Write the final prompt (the best one with --keep-best), the curves and the model card."""
         if not self.parallel.main:
-            return self.tuned
+            return
         if self.config.keep_best and (self.folder.best / checkpoint.META).is_file():
             best = load_trained(self.folder.best, self.tuned)
             self.tuned.record.metrics, self.tuned.record.step = best.metrics, best.step
@@ -244,7 +257,6 @@ class Trainer:
         write_card(self.folder.path)
         if self.reporter is not None:
             self.reporter.close()
-        return self.tuned
 
 
 def resume_config(output: str | Path) -> TrainConfig:
@@ -262,8 +274,24 @@ def fit(config: TrainConfig, base: Base | None = None, resume: bool = False, ove
     A folder that already holds a run is only reused with `resume` (continue) or `overwrite` (start over); that
     is checked before the data or the model loads.
     """
+    steps = fit_steps(config, base, resume, overwrite)
+    trainer = next(steps)  # set up
+    for _ in steps:
+        pass
+    return trainer.tuned
+
+
+def fit_steps(
+    config: TrainConfig, base: Base | None = None, resume: bool = False, overwrite: bool = False
+) -> Iterator[Trainer]:
+    """`fit` one step at a time: the trainer once it is set up, then again after each optimizer step; the run's
+    folder is final when the iteration ends, and closing it early leaves the last checkpoint to resume from. A
+    server trains a job this way, a step between its batches, on the base it serves."""
     config.validate()
     parallel = DataParallel(resolve_device(config.device))
     folder = RunFolder(config.output, parallel.main)
     with folder.lock():
-        return Trainer.build(config, base, folder, parallel, folder.start(resume, overwrite)).run()
+        trainer = Trainer.build(config, base, folder, parallel, folder.start(resume, overwrite))
+        yield trainer
+        for _ in trainer.steps():
+            yield trainer

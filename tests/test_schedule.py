@@ -75,7 +75,7 @@ def new_schedule(tmp_path, epoch_steps, total, eval_every, save_steps, stop_afte
         events.append(("eval", progress.step, epoch))
         return stop_after is not None and sum(e[0] == "eval" for e in events) >= stop_after
 
-    trainer._train_step = lambda items: None
+    trainer._train_step = lambda items: iter(())
     trainer._evaluate = evaluate
     trainer._checkpoint = lambda: events.append(("save", progress.step, progress.epoch, progress.batch))
     trainer._finish = lambda: None

@@ -75,7 +75,8 @@ def test_a_job_request_becomes_the_train_config_its_shape_and_recipe_say(files):
                          softprompt={"num_virtual_tokens": 5, "max_new_tokens": 6})  # fmt: skip
     config = job_config(request, pc, ("train.jsonl", None), SERVING)
     assert (config.template, config.target_field, config.label_field) == ("{prompt}", "completion", None)
-    assert (config.epochs, config.batch_size, config.seed, config.num_virtual_tokens) == (2, 4, 3, 5)
+    assert (config.epochs, config.seed, config.num_virtual_tokens) == (2, 3, 5)
+    assert (config.batch_size, config.grad_accum) == (2, 2)  # micro-batches of 2: a server's short units of work
     assert config.lr == PROMPT_TUNING.lr["adamw"] * 0.5
     assert (config.train, config.output, config.dtype, config.save_steps) == ("train.jsonl", "/tmp/run", "float32", 10)
     assert job_steps(config, 10) == 6  # 3 batches of 4, twice

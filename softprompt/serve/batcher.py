@@ -28,6 +28,7 @@ from ..utils.memory import release_free_memory
 from .config import ServeConfig
 
 IDLE_RELEASE_S = 1.0  # seconds without work before freed memory goes back to the system
+IDLE_GRACE_S = 0.02  # seconds without a request before background work (a fine-tuning job's step) runs
 
 
 class Overloaded(Exception):
@@ -142,13 +143,23 @@ class Batcher:
         worked, served = False, 0  # worked: since memory was last released; served: batches since background work
         while True:
             background = self.background is not None and self.background.pending()
-            if background and (self._queue.empty() or served >= self.train_every):
+            if background and served >= self.train_every:
                 self.background.work()
                 worked, served = True, 0
                 continue
-            try:  # with background work, the queue is not empty here; without, it is looked at again each second
-                first = self._queue.get(timeout=IDLE_RELEASE_S if worked or self.background else None)
+            # After a batch, background work waits for a pause (clients that send again on each answer leave the
+            # queue empty for a moment after every batch); after background work, it goes on unless a request
+            # waits. Without any, the queue is looked at again each second for new work.
+            wait = IDLE_RELEASE_S if worked or self.background else None
+            if background:
+                wait = IDLE_GRACE_S if served else 0
+            try:
+                first = self._queue.get(timeout=wait) if wait != 0 else self._queue.get_nowait()
             except queue.Empty:
+                if background:
+                    self.background.work()
+                    worked, served = True, 0
+                    continue
                 if worked:
                     release_free_memory()
                 worked = False

@@ -51,7 +51,8 @@ class ServeConfig:
     )
     max_training_jobs: int = option(1, "fine-tuning jobs trained at once (steps in turn); the others wait")
     train_every: int = option(
-        4, "while requests keep waiting, a fine-tuning job takes one step after every N batches (always when idle)"
+        2, "while requests keep waiting, a fine-tuning job takes one short unit (a micro-batch's forward or backward) "
+        "after every N batches (when none waits for 20 ms, one unit after another)"
     )
     max_file_bytes: int = option(16 * 2**20, "largest fine-tuning file (POST /v1/files)")
     max_file_rows: int = option(100_000, "rows a fine-tuning file may hold")

@@ -37,6 +37,7 @@ class Running:
     def __init__(self, job: TuningJob, steps: Iterator[Trainer], claim) -> None:
         self.job, self.steps, self.claim = job, steps, claim
         self.trainer: Trainer | None = None
+        self.reported = 0  # the last step an event reported (a resumed run replays steps after its checkpoint)
 
     def close(self) -> None:
         self.steps.close()  # the run's folder lock goes; its last checkpoint stays
@@ -73,7 +74,7 @@ class Tuner:
                                   f"{self.config.max_job_steps} (--max-job-steps)")  # fmt: skip
         name = task_name(self.config.model, request.suffix, job_id)
         default_lr = PROMPT_TUNING.lr[config.optimizer]
-        hyper = {"n_epochs": config.epochs, "batch_size": config.batch_size,
+        hyper = {"n_epochs": config.epochs, "batch_size": config.batch_size * config.grad_accum,
                  "learning_rate_multiplier": (config.lr or default_lr) / default_lr}  # fmt: skip
         job = TuningJob(job_id, int(time.time()), request.model, train.id, validation and validation.id, hyper,
                         config.seed, request.suffix, request.metadata, dataclasses.asdict(config), name,
@@ -156,7 +157,9 @@ class Tuner:
         config = TrainConfig.from_dict(job.train_config, f"job {job.id}")
         resume = checkpoint.latest_checkpoint(self.jobs.run_folder(job.id) / "checkpoints") is not None
         steps = fit_steps(config, self.store.base, resume=resume, overwrite=not resume)
-        self.running.append(Running(job, steps, claim))
+        run = Running(job, steps, claim)
+        run.reported = self.jobs.last_step(job.id)
+        self.running.append(run)
         job.status = RUNNING
         self.jobs.save(job)
         self.jobs.event(job.id, "Resumed from the last checkpoint" if resume else "Fine-tuning job started")
@@ -166,8 +169,9 @@ class Tuner:
         """Events for a step not reported before: its loss, and an evaluation's metrics when it made one."""
         trainer, job = run.trainer, run.job
         step = trainer.progress.step
-        if trainer.step_loss is None or step <= self.jobs.last_step(job.id):
+        if trainer.step_loss is None or step <= run.reported:
             return
+        run.reported = step
         total = trainer.plan.total_steps
         self.jobs.event(job.id, f"Step {step}/{total}: training loss={trainer.step_loss:.4f}",
                         {"step": step, "train_loss": trainer.step_loss, "total_steps": total})  # fmt: skip

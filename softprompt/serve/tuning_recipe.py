@@ -1,12 +1,14 @@
 """A fine-tuning job's request (OpenAI's fields, and ours in one `softprompt` object) -> the `TrainConfig` it runs.
 
-OpenAI's hyperparameters map onto `softprompt train`'s options: `n_epochs` -> epochs, `batch_size` -> batch
-size, `learning_rate_multiplier` times prompt tuning's default learning rate -> lr; "auto" leaves `train`'s
-default. The `softprompt` object takes `train`'s own recipe options by their names (`RECIPE_FIELDS`): the
-template and label or target fields, the verbalizer, the prompt's length and init, the optimiser, the step
-budget. A file's shape supplies what it implies: prompt/completion lines train `{prompt}` -> completion, chat
-lines `{user}` -> assistant through the chat template (a `label_field` makes either a classifier instead). The
-config written into the job is complete: `softprompt train` given it trains the same prompt, bit for bit.
+OpenAI's hyperparameters map onto `softprompt train`'s options: `n_epochs` -> epochs, `batch_size` -> the batch
+(in micro-batches of `MICRO_BATCH` rows, accumulated, unless the recipe sets `grad_accum`: the server runs a job
+a micro-batch at a time between its batches), `learning_rate_multiplier` times prompt tuning's default learning
+rate -> lr; "auto" leaves `train`'s default. The `softprompt` object takes `train`'s own recipe options by
+their names (`RECIPE_FIELDS`): the template and label or target fields, the verbalizer, the prompt's length and
+init, the optimiser, the step budget. A file's shape supplies what it implies: prompt/completion lines train
+`{prompt}` -> completion, chat lines `{user}` -> assistant through the chat template (a `label_field` makes
+either a classifier instead). The config written into the job is complete: `softprompt train` given it trains
+the same prompt, bit for bit.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ RECIPE_FIELDS = ("template", "label_field", "labels", "verbalizer", "target_fiel
                  "shots", "optimizer", "lr", "weight_decay", "warmup_steps", "max_steps", "grad_accum",
                  "max_grad_norm", "max_length", "eval_every", "keep_best", "patience", "save_steps", "bucket",
                  "dev_fraction", "train_limit", "eval_batch_size")  # fmt: skip
+MICRO_BATCH = 2  # rows per forward and backward pass of a job (the batch is accumulated): what a request may wait
 SAVE_STEPS = 10  # a job checkpoints this often unless its recipe says otherwise: what a restart resumes from
 # Where an error about a TrainConfig option points in a job request.
 SPELLED = {"epochs": "hyperparameters.n_epochs", "batch_size": "hyperparameters.batch_size", "train": "training_file",
@@ -98,9 +101,14 @@ def job_config(request: JobRequest, train: StoredFile, paths: tuple[str, str | N
             raise SoftpromptError("hyperparameters.learning_rate_multiplier: give it or softprompt.lr, not both")
         base_lr = PROMPT_TUNING.lr[values.get("optimizer", TrainConfig.optimizer)]
         values["lr"] = base_lr * hyper.learning_rate_multiplier
-    for ours, theirs in (("epochs", hyper.n_epochs), ("batch_size", hyper.batch_size)):
-        if theirs not in (None, "auto"):
-            values[ours] = theirs
+    if hyper.n_epochs not in (None, "auto"):
+        values["epochs"] = hyper.n_epochs
+    if hyper.batch_size not in (None, "auto"):
+        values["batch_size"] = hyper.batch_size
+    batch = values.get("batch_size", TrainConfig.batch_size)
+    if "grad_accum" not in recipe and batch >= 1:  # the batch in micro-batches: the server's units of work are short
+        micro = max(size for size in range(1, MICRO_BATCH + 1) if batch % size == 0)
+        values.update(batch_size=micro, grad_accum=batch // micro)
     values.setdefault("save_steps", SAVE_STEPS)
     config = TrainConfig(**values, **serving, train=paths[0], eval=paths[1], seed=request.seed or TrainConfig.seed,
                          progress=False)  # fmt: skip

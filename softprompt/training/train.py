@@ -113,8 +113,9 @@ class Trainer:
                 self.trained[name].copy_(tensor)
         self.folder.keep_records(self.progress.logged)
 
-    def _train_step(self, batch_items) -> None:
-        """One optimizer step over `grad_accum` micro-batches."""
+    def _train_step(self, batch_items) -> Iterator[None]:
+        """One optimizer step over `grad_accum` micro-batches, pausing after each one's forward and backward pass
+        (a server's units of training, short so that a request waits little)."""
         lm = self.tuned.lm
         tokens = sum(len(target) for items in batch_items for _, target in items)  # over the global batch
         loss_total = 0.0
@@ -125,8 +126,10 @@ class Trainer:
                     continue
                 items, weight = batch[:1], 0.0  # a sharded block's forward needs every process: a row at weight 0
             loss_sum = -lm.target_logprob_sum([i for i, _ in items], [t for _, t in items]).sum() * weight
+            yield
             (loss_sum / tokens).backward()
             loss_total += loss_sum.item()
+            yield
         params = list(self.trained.values())
         if self.parallel.world > 1:
             for param in params:
@@ -217,10 +220,9 @@ class Trainer:
             pass
         return self.tuned
 
-    def steps(self) -> Iterator[int]:
-        """The run one optimizer step at a time (each step, then what the after-step rule says, then its number
-        yielded); the final folder is written when the iteration ends. `run` takes them all at once, a server
-        one between its batches."""
+    def steps(self) -> Iterator[int | None]:
+        """The run in short pieces: None after each micro-batch's forward and backward, the step's number after
+        each optimizer step and what follows it; the final folder is written when the iteration ends."""
         config, progress = self.config, self.progress
         bar = tqdm(total=self.plan.total_steps, initial=progress.step, unit="step",
                    disable=not (config.progress and self.parallel.main))  # fmt: skip
@@ -234,7 +236,7 @@ class Trainer:
             batches = epoch_batches(lengths, config.batch_size, config.seed, progress.epoch, config.bucket)
             steps = list(chunks([[self.encoded[i] for i in batch] for batch in batches], config.grad_accum))
             for items in steps[progress.batch :]:
-                self._train_step(items)
+                yield from self._train_step(items)
                 progress.step += 1
                 progress.batch += 1
                 bar.update(1)
@@ -284,9 +286,10 @@ def fit(config: TrainConfig, base: Base | None = None, resume: bool = False, ove
 def fit_steps(
     config: TrainConfig, base: Base | None = None, resume: bool = False, overwrite: bool = False
 ) -> Iterator[Trainer]:
-    """`fit` one step at a time: the trainer once it is set up, then again after each optimizer step; the run's
-    folder is final when the iteration ends, and closing it early leaves the last checkpoint to resume from. A
-    server trains a job this way, a step between its batches, on the base it serves."""
+    """`fit` in short pieces: the trainer once it is set up, then again after each micro-batch and each optimizer
+    step (`Trainer.steps`); the run's folder is final when the iteration ends, and closing it early leaves the
+    last checkpoint to resume from. A server trains a job this way, a piece between its batches, on the base it
+    serves."""
     config.validate()
     parallel = DataParallel(resolve_device(config.device))
     folder = RunFolder(config.output, parallel.main)

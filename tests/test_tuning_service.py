@@ -218,3 +218,44 @@ def test_writes_need_the_token_and_a_cancelled_job_publishes_nothing(server, tra
     done = _finished(client, long.id)
     assert done.status == "cancelled" and done.fine_tuned_model is None
     assert not (prompts / long.softprompt["task"]).exists()
+
+
+def test_a_validation_file_gives_held_out_metrics_beside_the_majority_class_and_prompt_design(server, data_dir):
+    url, prompts = server
+    client = _client(url)
+    tweets = _tweets(data_dir, 40)
+    train = client.files.create(file=("train.jsonl", _jsonl(tweets[:16])), purpose="fine-tune")
+    held = client.files.create(file=("dev.jsonl", _jsonl(tweets[24:40])), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=train.id, validation_file=held.id,
+                                         hyperparameters={"n_epochs": 1, "batch_size": 8},
+                                         extra_body={"softprompt": {**RECIPE, "shots": 2}})  # fmt: skip
+    done = _finished(client, job.id)
+    assert done.status == "succeeded", done.error
+    record = json.loads((prompts / done.fine_tuned_model / "softprompt.json").read_text())
+    source = f"validation file {held.id}"
+    figures = record["evaluations"]
+    assert set(figures) == {source, f"{source}: majority class", f"{source}: prompt design, 2 demonstrations"}
+    labels = [row["label"] for row in tweets[24:40]]
+    majority = max(set(labels), key=labels.count)
+    assert figures[f"{source}: majority class"]["accuracy"] == labels.count(majority) / len(labels)
+    assert figures[source]["n"] == 16 and 0 <= figures[f"{source}: prompt design, 2 demonstrations"]["macro_f1"] <= 1
+    card = (prompts / done.fine_tuned_model / "README.md").read_text()
+    assert "majority class" in card and "prompt design, 2 demonstrations" in card
+    held_out = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=50) if e.data and "held_out" in e.data]
+    assert len(held_out) == 1 and "majority class: accuracy=" in held_out[0].message
+
+
+def test_a_job_can_start_from_a_served_task_and_train_its_prompt_on(server, trained, tmp_path):
+    url, prompts = server
+    client = _client(url)
+    upload, first, _ = trained
+    job = client.fine_tuning.jobs.create(model=first.fine_tuned_model, training_file=upload.id, suffix="more",
+                                         hyperparameters={"n_epochs": 1, "batch_size": 8})  # fmt: skip
+    recipe = job.softprompt["recipe"]
+    assert (recipe["template"], recipe["label_field"]) == (TEMPLATE, "label")  # the task's own, not restated
+    assert torch.equal(checkpoint.load_prompt(recipe["init_from"])[0], _published(prompts, first))
+    done = _finished(client, job.id)
+    assert done.status == "succeeded", done.error
+    again = _published(prompts, done)
+    assert again.shape == _published(prompts, first).shape and not torch.equal(again, _published(prompts, first))
+    assert torch.equal(again, _reference(done, tmp_path / "reference"))

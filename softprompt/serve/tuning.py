@@ -15,20 +15,24 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from ..data.loading import load_data
 from ..prompts import checkpoint
 from ..prompts.method import PROMPT_TUNING
+from ..prompts.model_card import record_evaluation
 from ..prompts.tuned import encoder_for
+from ..toolbox.prompt_design import run_design
 from ..training.train import TrainConfig, Trainer, fit_steps
 from ..utils.errors import SoftpromptError
 from .config import ServeConfig
-from .store import FOLDER_FILES, PromptStore
+from .store import FOLDER_FILES, PromptStore, Served
 from .tuning_files import FileStore, StoredFile
 from .tuning_jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore, TuningJob
-from .tuning_recipe import JobRequest, job_config, job_steps, task_name
+from .tuning_recipe import JobRequest, job_config, job_steps, task_name, task_options
 
 
 class Running:
@@ -58,15 +62,31 @@ class Tuner:
         """Check a job whole (its files through its task, every row encoded, its steps within the limit) and
         queue it; SoftpromptError names what is wrong, and then nothing is kept."""
         base = self.store.base
-        if request.model not in (self.config.model, base.model.name_or_path):
-            raise SoftpromptError(f"model: {request.model!r} is not this server's base (it runs {self.config.model!r})")
+        from_base = request.model in (self.config.model, base.model.name_or_path)
+        served = None if from_base else self.store.get(request.model)
+        if served is None and not from_base:
+            raise SoftpromptError(f"model: {request.model!r} is neither this server's base ({self.config.model!r}) "
+                                  "nor a task it serves")  # fmt: skip
         train = self._file(request.training_file, "training_file")
         validation = self._file(request.validation_file, "validation_file") if request.validation_file else None
         job_id = TuningJob.new_id()
+        try:
+            return self._queue(request, job_id, train, validation, served)
+        except BaseException:
+            shutil.rmtree(self.jobs.folder(job_id), ignore_errors=True)  # a job refused leaves nothing behind
+            raise
+
+    def _queue(self, request: JobRequest, job_id: str, train: StoredFile, validation: StoredFile | None,
+               served: Served | None) -> TuningJob:  # fmt: skip
+        base = self.store.base
         serving = {"model": self.config.model, "dtype": str(base.model.dtype).removeprefix("torch."),
                    "device": str(base.device), "output": str(self.jobs.run_folder(job_id))}  # fmt: skip
         paths = (str(self.files.rows_path(train.id)), validation and str(self.files.rows_path(validation.id)))
-        config = job_config(request, train, paths, serving)
+        start = None
+        if served is not None:  # the task's prompt as it is now, kept with the job (a later upload changes nothing)
+            start = task_options(served.tuned.task, str(self.jobs.folder(job_id) / "start"))
+            self._copy_task(request.model, Path(start["init_from"]))
+        config = job_config(request, train, paths, serving, start)
         rows = self._check_rows(config, {train.id: paths[0], **({validation.id: paths[1]} if validation else {})})
         steps = job_steps(config, rows)
         if steps > self.config.max_job_steps:
@@ -82,6 +102,12 @@ class Tuner:
         self.jobs.save(job)
         self.jobs.event(job.id, f"Created fine-tuning job {job.id}: {rows} rows, {steps} steps, publishes {name}")
         return job
+
+    def _copy_task(self, name: str, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        with self.store.folder_lock(shared=True):
+            for file in (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.META):
+                shutil.copyfile(self.store.root / name / file, folder / file)
 
     def cancel(self, job: TuningJob) -> TuningJob:
         """A queued job ends at once; a running one at its next step (the runner sees the marker)."""
@@ -189,6 +215,8 @@ class Tuner:
         """Install the finished prompt as the job's task (a new task, served at once) and end the job."""
         job, folder = run.job, self.jobs.run_folder(run.job.id)
         try:
+            if job.validation_file:
+                self._held_out(run, folder)
             files = {name: (folder / name).read_bytes() for name in FOLDER_FILES if (folder / name).is_file()}
             self.store.install(job.fine_tuned_model, files)
         except SoftpromptError as exc:
@@ -198,6 +226,24 @@ class Tuner:
         seen = trainer.progress.step * trainer.config.batch_size * trainer.config.grad_accum
         job.trained_tokens = round(sum(len(s) + len(t) for s, t in trainer.encoded) * seen / len(trainer.encoded))
         self._stop(run, SUCCEEDED, f"Published {job.fine_tuned_model}: the task is served")
+
+    def _held_out(self, run: Running, folder: Path) -> None:
+        """The prompt's validation metrics beside the majority class's and prompt design's (demonstrations of the
+        training rows, untrained), in its record and card and an event, before it is published."""
+        trainer, source = run.trainer, f"validation file {run.job.validation_file}"
+        config, rows = trainer.config, trainer.eval_rows
+        ours = trainer.tuned.evaluate(rows, config.eval_batch_size, by_label=True)
+        design = run_design(dataclasses.replace(config, output=str(folder.parent / "design")), self.store.base,
+                            overwrite=True).record.metrics  # fmt: skip
+        figures = {source: ours, f"{source}: prompt design, {config.shots} demonstrations": design}
+        if "majority_accuracy" in ours:
+            majority = {"accuracy": ours["majority_accuracy"], "macro_f1": ours["majority_macro_f1"]}
+            figures[f"{source}: majority class"] = majority
+        for name, metrics in figures.items():
+            record_evaluation(folder, name, metrics)
+        shown = [k for k in ("accuracy", "macro_f1", "exact_match", "f1") if k in ours]
+        self.jobs.event(run.job.id, "; ".join(f"{name}: " + ", ".join(f"{k}={m[k]:.4g}" for k in shown if k in m)
+                                              for name, m in figures.items()), {"held_out": figures})  # fmt: skip
 
     def _stop(self, run: Running, status: str, message: str) -> None:
         run.close()

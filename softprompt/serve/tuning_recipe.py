@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ..data.tasks import Task
 from ..prompts.method import PROMPT_TUNING
 from ..training.train_config import TrainConfig
 from ..utils.errors import ParameterError, SoftpromptError
@@ -85,17 +86,18 @@ class JobRequest(BaseModel):
         return (inner.hyperparameters if inner else None) or self.hyperparameters or Hyperparameters()
 
 
-def job_config(request: JobRequest, train: StoredFile, paths: tuple[str, str | None], serving: dict) -> TrainConfig:
-    """The TrainConfig a job runs: the file's shape's defaults, the recipe, OpenAI's hyperparameters, and what
-    the server decides (`serving`: model, dtype, device, output); `paths` are the stored training and
-    validation rows."""
+def job_config(request: JobRequest, train: StoredFile, paths: tuple[str, str | None], serving: dict,
+               start: dict | None = None) -> TrainConfig:  # fmt: skip
+    """The TrainConfig a job runs: the file's shape's defaults (or, for a job that starts from a served task,
+    `start`: the task's options and its prompt), the recipe, OpenAI's hyperparameters, and what the server
+    decides (`serving`: model, dtype, device, output); `paths` are the stored training and validation rows."""
     recipe = request.softprompt.model_dump(exclude_none=True) if request.softprompt else {}
     if isinstance(recipe.get("labels"), list):
         recipe["labels"] = ",".join(map(_escaped, recipe["labels"]))
     if isinstance(recipe.get("verbalizer"), dict):
         recipe["verbalizer"] = ",".join(f"{_escaped(k)}={_escaped(v)}" for k, v in recipe["verbalizer"].items())
     hyper = request.chosen_hyperparameters()
-    values = {**shape_defaults(train.shape, recipe), **recipe}
+    values = {**(start if start is not None else shape_defaults(train.shape, recipe)), **recipe}
     if hyper.learning_rate_multiplier not in (None, "auto"):
         if "lr" in recipe:
             raise SoftpromptError("hyperparameters.learning_rate_multiplier: give it or softprompt.lr, not both")
@@ -117,6 +119,20 @@ def job_config(request: JobRequest, train: StoredFile, paths: tuple[str, str | N
     except ParameterError as exc:
         raise SoftpromptError(exc.spelled(spelled)) from None
     return config
+
+
+def task_options(task: Task, prompt_folder: str) -> dict:
+    """A served task as recipe options, and its prompt as the start: a job from it trains on rows like its own."""
+    options = {"template": task.template, "chat": task.chat, "init_from": prompt_folder}
+    if task.max_new_tokens:
+        options["max_new_tokens"] = task.max_new_tokens
+    if task.generates:
+        names = ("target_field", "target_template", "references_field")
+        return {**options, **{name: getattr(task, name) for name in names if getattr(task, name)}}
+    options.update(label_field=task.label_field, labels=",".join(map(_escaped, task.labels)))
+    if task.verbalizer:
+        options["verbalizer"] = ",".join(f"{_escaped(k)}={_escaped(v)}" for k, v in task.verbalizer.items())
+    return options
 
 
 def _escaped(item: str) -> str:

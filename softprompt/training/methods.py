@@ -28,6 +28,8 @@ from ..utils.errors import ParameterError, SoftpromptError
 from ..utils.memory import available_bytes
 from .train_config import DESIGN_INIT, TrainConfig
 
+INIT_FROM = "prompt-folder"  # the record's init of a run started from a trained prompt (--init-from)
+
 
 def base_for_run(config: TrainConfig, base: Base | None, dtype: str, method: Method) -> tuple[Base, FolderRecord]:
     """`base` if given, else `config.model` loaded in `dtype` (announcing the dtype and the machine); and the
@@ -64,6 +66,10 @@ def make_tuned(config: TrainConfig, task: Task, rows: list[Row], base: Base | No
         model.requires_grad_(True)
         prompt = SoftPrompt.frozen(torch.zeros(0, model.config.get_text_config().hidden_size, device=model.device))
         return TunedPrompt.build(base, prompt, encoder, record=record, mode=mode)
+    if config.init_from:  # a trained prompt trains on (a server job whose `model` is a served task)
+        trained, _ = checkpoint.load_prompt(config.init_from, model.config.get_text_config().hidden_size)
+        record.init = INIT_FROM
+        return TunedPrompt.build(base, SoftPrompt(trained.to(model.device)), encoder, record=record, mode=mode)
     init_text = config.init_text or task.init_text
     # The paper's default, class labels, where there are labels; a text-to-text task starts from sampled words.
     record.init = config.init or ("text" if init_text else "sampled-vocab" if task.generates else "class-label")

@@ -91,6 +91,10 @@ class TrainConfig:
         "else class-label)",
         (*INITS, DESIGN_INIT),
     )
+    init_from: str | None = option(
+        None, "start from this prompt folder's trained vectors (their number, not --num-virtual-tokens): go on "
+        "training a prompt, e.g. on new rows"
+    )
     shots: int = option(4, "training examples in a prompt-design prompt (`design`, `compare`, --init prompt-design)")
     init_text: str | None = option(None, "text for --init text (default: the task's)")
     init_range: float = option(0.5, "half-width of the random-uniform init")

@@ -1,6 +1,7 @@
 """The web console in a real browser (headless Chromium from the system, driven by Selenium with the system
 chromedriver; nothing is downloaded): tasks listed, the label shown equals the API's, errors shown as their one
-line, admin upload and delete from the page. And the shipped page names no external URL, so it works offline."""
+line, admin upload and delete from the page, and the Jobs panel (a file uploaded, a job started, watched to its
+end, its task used; a job cancelled). And the shipped page names no external URL, so it works offline."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?"]
 
 def test_shipped_console_names_no_external_url():
     files = sorted(CONSOLE.iterdir())
-    assert {f.name for f in files} == {"index.html", "console.css", "console.js"}
+    assert {f.name for f in files} == {"index.html", "console.css", "console.js", "jobs.js"}
     for file in files:
         text = file.read_text()
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), f"{file.name} names an external URL"
@@ -183,3 +184,56 @@ def test_console_asks_for_the_api_key(folders, browser, tmp_path):
         browser.find_element("css selector", "#key-form button").click()
         _wait(browser, lambda d: sorted(_task_names(d)) == SERVED)
         assert not browser.find_element("id", "error").is_displayed()
+
+
+@needs_browser
+def test_console_jobs_panel_trains_a_task_and_cancels_a_job(folders, browser, data_dir, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    from .test_tuning_service import _jsonl, _tweets
+
+    rows = tmp_path / "tweets.jsonl"
+    rows.write_bytes(_jsonl(_tweets(data_dir, 16)))
+    recipe = '{"template": "Tweet text : {text} Label : ", "label_field": "label", "num_virtual_tokens": 4}'
+    with running_server("smollm2-135m", folders / "prompts", "--admin-token-file", str(folders / "token")) as url:
+        browser.get(url + "/")
+        _wait(browser, lambda d: sorted(_task_names(d)) == SERVED)
+        browser.find_element("id", "admin-token").send_keys(TOKEN)
+        browser.find_element("id", "job-file").send_keys(str(rows))
+        browser.find_element("css selector", "#file-form button").click()
+        status = browser.find_element("id", "jobs-status")
+        _wait(browser, lambda d: status.text.startswith("uploaded tweets.jsonl: file-"))
+        assert Select(browser.find_element("id", "job-training")).first_selected_option.get_attribute("value") \
+            == status.text.split(": ")[1].split(" ")[0]
+        _wait(browser, lambda d: d.find_element("id", "job-model").get_attribute("value"))
+        for field, value in (("job-suffix", "panel"), ("job-recipe", recipe)):
+            browser.find_element("id", field).send_keys(value)
+        epochs = browser.find_element("id", "job-epochs")
+        epochs.clear()
+        epochs.send_keys("1")
+        browser.find_element("css selector", "#job-form button").click()
+        _wait(browser, lambda d: status.text.startswith("started ftjob-"))
+        job_id = status.text.split(" ")[1].rstrip(":")
+        row = f'#jobs tbody tr[data-job="{job_id}"]'
+        _wait(browser, lambda d: d.find_element("css selector", row).find_elements("tag name", "td")[1].text
+              == "succeeded", timeout=180)  # fmt: skip
+        job = call(f"{url}/v1/fine_tuning/jobs/{job_id}")[1]
+        cells = [td.text for td in browser.find_element("css selector", row).find_elements("tag name", "td")]
+        assert cells[2] == "2 / 2" and cells[4] == job["fine_tuned_model"]
+        _wait(browser, lambda d: d.find_element("id", "job-events").text.startswith("Published"))
+        assert browser.find_element("css selector", "#job-curve polyline").get_attribute("points").count(",") == 2
+        browser.find_element("css selector", f"{row} button").click()  # use
+        _wait(browser, lambda d: job["fine_tuned_model"] in _task_names(d))
+        assert Select(browser.find_element("id", "task")).first_selected_option.text == job["fine_tuned_model"]
+        browser.save_screenshot(str(tmp_path / "console-jobs.png"))
+
+        epochs.clear()
+        epochs.send_keys("40")
+        browser.find_element("css selector", "#job-form button").click()
+        _wait(browser, lambda d: status.text.startswith("started ftjob-") and job_id not in status.text)
+        long_id = status.text.split(" ")[1].rstrip(":")
+        long_row = f'#jobs tbody tr[data-job="{long_id}"] button'
+        cancel = _wait(browser, lambda d: d.find_elements("css selector", long_row))
+        cancel[0].click()
+        _wait(browser, lambda d: call(f"{url}/v1/fine_tuning/jobs/{long_id}")[1]["status"] == "cancelled")
+        assert status.text.startswith(long_id)

@@ -42,7 +42,12 @@ class StoredFile:
     def to_openai(self) -> dict:
         return {"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
                 "filename": self.filename, "purpose": self.purpose, "status": "processed",
-                "status_details": f"{self.rows} rows, {self.shape}"}  # fmt: skip
+                "status_details": f"{self.rows} rows: {self.described()}"}  # fmt: skip
+
+    def described(self) -> str:
+        if self.shape == ROWS:
+            return "fields " + ", ".join(self.fields)
+        return "prompt and completion" if self.shape == PROMPT_COMPLETION else "chat messages"
 
 
 class FileStore:

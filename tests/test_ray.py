@@ -136,6 +136,38 @@ def test_an_upload_reaches_every_replica_before_its_reply(cluster, ray_prompts, 
     assert status == 404 and body == {"error": "unknown task 'swapped'"}
 
 
+def test_a_fine_tuning_job_through_ray_is_published_to_every_replica(cluster, data_dir):
+    """A job created through the gateway is trained by one replica (the claim lock keeps the other off it) and
+    its task, written to the shared prompts folder, is answered by both with the same prompt version."""
+    import json
+
+    from .test_tuning_service import RECIPE, _jsonl, _tweets
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    form = (b"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n--b\r\n"
+            b"Content-Disposition: form-data; name=\"file\"; filename=\"t.jsonl\"\r\n\r\n"
+            + _jsonl(_tweets(data_dir, 8)) + b"\r\n--b--\r\n")  # fmt: skip
+    status, upload, _ = call(cluster + "/v1/files", "POST", raw=form,
+                             headers={**auth, "Content-Type": "multipart/form-data; boundary=b"})  # fmt: skip
+    assert status == 200, upload
+    body = {"model": "smollm2-135m", "training_file": upload["id"], "softprompt": RECIPE,
+            "hyperparameters": {"n_epochs": 1, "batch_size": 8}}  # fmt: skip
+    status, job, _ = call(cluster + "/v1/fine_tuning/jobs", "POST", body, auth)
+    assert status == 200, job
+    deadline = time.monotonic() + 240
+    while job["status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+        job = call(f"{cluster}/v1/fine_tuning/jobs/{job['id']}")[1]
+    assert job["status"] == "succeeded", job["error"]
+    name = job["fine_tuned_model"]
+    answers = _on_every_replica(name)
+    assert [status for status, _ in answers] == [200, 200] and len({b["prompt_version"] for _, b in answers}) == 1
+    events = call(f"{cluster}/v1/fine_tuning/jobs/{job['id']}/events?limit=100")[1]["data"]
+    assert sum(e["message"] == "Fine-tuning job started" for e in events) == 1  # trained once, by one replica
+    assert json.dumps(events).count("/1: training loss=") == 1
+
+
 def test_a_killed_replica_leaves_answers_or_a_clear_503(cluster):
     """Runs last: it kills a replica (Ray starts a new one). Every request ends within the request timeout."""
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#Replica#" in a["name"]]

@@ -192,7 +192,7 @@ def test_bad_uploads_and_jobs_are_400s_naming_the_problem_and_serving_goes_on(se
     with pytest.raises(openai.BadRequestError, match="softprompt.dropout"):
         client.fine_tuning.jobs.create(model="smollm2-135m", training_file=odd.id, extra_body={"softprompt": {
             **RECIPE, "dropout": 0.1}})  # fmt: skip
-    with pytest.raises(openai.BadRequestError, match="model: 'gpt-4o-mini' is not this server's base"):
+    with pytest.raises(openai.BadRequestError, match="model: 'gpt-4o-mini' is neither this server's base"):
         client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=odd.id, extra_body={"softprompt": RECIPE})
     with pytest.raises(openai.BadRequestError, match="training_file: no file 'file-nope'"):
         client.fine_tuning.jobs.create(model="smollm2-135m", training_file="file-nope")

@@ -34,6 +34,8 @@ from .tuning_files import FileStore, StoredFile
 from .tuning_jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore, TuningJob
 from .tuning_recipe import JobRequest, job_config, job_steps, task_name, task_options
 
+RESCAN_S = 1.0  # how often an idle server looks for jobs to run (another replica may have queued one)
+
 
 class Running:
     """A job being trained here: its steps (`fit_steps`), held with a lock that claims it from other replicas."""
@@ -55,6 +57,8 @@ class Tuner:
         self.store, self.files, self.jobs, self.config = store, files, jobs, config
         self.running: list[Running] = []
         self._turn = 0
+        self._found: list[TuningJob] = []  # the jobs waiting, as the disk said at the last scan
+        self._scanned = -RESCAN_S
 
     # Called by the routes (any thread).
 
@@ -100,6 +104,7 @@ class Tuner:
                         config.seed, request.suffix, request.metadata, dataclasses.asdict(config), name,
                         steps={"done": 0, "total": steps})  # fmt: skip
         self.jobs.save(job)
+        self._scanned = -RESCAN_S  # this server starts it at once
         self.jobs.event(job.id, f"Created fine-tuning job {job.id}: {rows} rows, {steps} steps, publishes {name}")
         return job
 
@@ -142,13 +147,22 @@ class Tuner:
     # Called by the batcher's worker thread.
 
     def pending(self) -> bool:
-        """Whether a job runs or waits (read from disk: a replica's job shows on every replica)."""
-        return bool(self.running) or bool(self._claimable())
+        """Whether a job runs or waits. Waiting jobs are read from disk (a replica's job shows on every replica),
+        at most once a second: the worker asks after every batch."""
+        return bool(self.running) or bool(self._waiting())
+
+    def _waiting(self) -> list[TuningJob]:
+        """The jobs to start, as the disk said at most RESCAN_S ago."""
+        now = time.monotonic()
+        if now - self._scanned >= RESCAN_S:
+            self._found, self._scanned = self._claimable(), now
+        return self._found
 
     def work(self) -> None:
         """One unit of training: start a waiting job, or take one step of a running one (jobs in turn)."""
         if len(self.running) < self.config.max_training_jobs:
-            for job in self._claimable():
+            for job in list(self._waiting()):
+                self._found.remove(job)  # tried once a scan: started here, or held by another replica
                 if self._start(job):
                     return
         if not self.running:

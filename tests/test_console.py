@@ -186,6 +186,18 @@ def test_console_asks_for_the_api_key(folders, browser, tmp_path):
         assert not browser.find_element("id", "error").is_displayed()
 
 
+def _job_cells(driver, job_id: str) -> list[str]:
+    """A job row's cells, read in one script: the table is redrawn every 2 s."""
+    return driver.execute_script("const r = document.querySelector(`#jobs tbody tr[data-job='${arguments[0]}']`);"
+                                 "return r ? [...r.cells].map(c => c.textContent) : [];", job_id)  # fmt: skip
+
+
+def _click_in_row(driver, job_id: str) -> bool:
+    """Click the job row's button (cancel or use) in one script; False while the row has none."""
+    return driver.execute_script("const b = document.querySelector(`#jobs tbody tr[data-job='${arguments[0]}'] "
+                                 "button`); if (b) b.click(); return Boolean(b);", job_id)  # fmt: skip
+
+
 @needs_browser
 def test_console_jobs_panel_trains_a_task_and_cancels_a_job(folders, browser, data_dir, tmp_path):
     from .test_tuning_service import _jsonl, _tweets
@@ -212,15 +224,13 @@ def test_console_jobs_panel_trains_a_task_and_cancels_a_job(folders, browser, da
         browser.find_element("css selector", "#job-form button").click()
         _wait(browser, lambda d: status.text.startswith("started ftjob-"))
         job_id = status.text.split(" ")[1].rstrip(":")
-        row = f'#jobs tbody tr[data-job="{job_id}"]'
-        _wait(browser, lambda d: d.find_element("css selector", row).find_elements("tag name", "td")[1].text
-              == "succeeded", timeout=180)  # fmt: skip
+        _wait(browser, lambda d: _job_cells(d, job_id)[1:2] == ["succeeded"], timeout=180)
         job = call(f"{url}/v1/fine_tuning/jobs/{job_id}")[1]
-        cells = [td.text for td in browser.find_element("css selector", row).find_elements("tag name", "td")]
+        cells = _job_cells(browser, job_id)
         assert cells[2] == "2 / 2" and cells[4] == job["fine_tuned_model"]
         _wait(browser, lambda d: d.find_element("id", "job-events").text.startswith("Published"))
         assert browser.find_element("css selector", "#job-curve polyline").get_attribute("points").count(",") == 2
-        browser.find_element("css selector", f"{row} button").click()  # use
+        _click_in_row(browser, job_id)  # use
         _wait(browser, lambda d: job["fine_tuned_model"] in _task_names(d))
         _wait(browser, lambda d: d.execute_script("return document.querySelector('#task').value")
               == job["fine_tuned_model"])  # fmt: skip
@@ -231,8 +241,6 @@ def test_console_jobs_panel_trains_a_task_and_cancels_a_job(folders, browser, da
         browser.find_element("css selector", "#job-form button").click()
         _wait(browser, lambda d: status.text.startswith("started ftjob-") and job_id not in status.text)
         long_id = status.text.split(" ")[1].rstrip(":")
-        long_row = f'#jobs tbody tr[data-job="{long_id}"] button'
-        cancel = _wait(browser, lambda d: d.find_elements("css selector", long_row))
-        cancel[0].click()
+        _wait(browser, lambda d: _click_in_row(d, long_id))  # cancel
         _wait(browser, lambda d: status.text.startswith(long_id))
         _wait(browser, lambda d: call(f"{url}/v1/fine_tuning/jobs/{long_id}")[1]["status"] == "cancelled")

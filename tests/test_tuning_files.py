@@ -11,7 +11,7 @@ import pytest
 from softprompt.prompts.method import PROMPT_TUNING
 from softprompt.serve.store import valid_name
 from softprompt.serve.tuning_files import CHAT, PROMPT_COMPLETION, ROWS, FileStore
-from softprompt.serve.tuning_recipe import JobRequest, job_config, job_steps, task_name
+from softprompt.serve.tuning_recipe import JobRequest, job_config, task_name
 from softprompt.utils.errors import SoftpromptError
 
 SERVING = {"model": "smollm2-135m", "dtype": "float32", "device": "cpu", "output": "/tmp/run"}
@@ -44,12 +44,12 @@ def test_each_shape_is_kept_as_the_rows_a_run_reads(files):
     ("data", "message"),
     [
         (_jsonl({"prompt": "a", "completion": "b"}, '{"prompt": "c", "completion"'), r"bad\.jsonl line 2: not JSON"),
-        (_jsonl({"prompt": "a", "completion": "b"}, {"prompt": "c"}), "line 2: expected exactly the fields prompt and"),
-        (_jsonl({"text": "a", "label": "x"}, {"text": "b"}), "line 2: field 'label': every row needs the fields"),
+        (_jsonl({"prompt": "a", "completion": "b"}, {"prompt": "c"}), "row 2: expected exactly the fields prompt and"),
+        (_jsonl({"text": "a", "label": "x"}, {"text": "b"}), "row 2: field 'label': every row needs the fields"),
         (_jsonl({"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"},
-                              {"role": "assistant", "content": "hello"}]}), "line 1: messages: roles"),  # fmt: skip
+                              {"role": "assistant", "content": "hello"}]}), "row 1: messages: roles"),  # fmt: skip
         (_jsonl({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]}),
-         r"line 1: messages\[0\]: expected \{role, content\} with content a string"),  # fmt: skip
+         r"row 1: messages\[0\]: expected \{role, content\} with content a string"),  # fmt: skip
         (_jsonl(*[{"text": str(i)} for i in range(6)]), "has 6 rows, over this server's limit of 5"),
         (b"x" * 5000, "is 5000 bytes, over this server's limit of 4096"),
         (b"\xff\xfe", "not UTF-8"),
@@ -79,7 +79,7 @@ def test_a_job_request_becomes_the_train_config_its_shape_and_recipe_say(files):
     assert (config.batch_size, config.grad_accum) == (2, 2)  # micro-batches of 2: a server's short units of work
     assert config.lr == PROMPT_TUNING.lr["adamw"] * 0.5
     assert (config.train, config.output, config.dtype, config.save_steps) == ("train.jsonl", "/tmp/run", "float32", 10)
-    assert job_steps(config, 10) == 6  # 3 batches of 4, twice
+    assert config.total_steps(10) == 6  # 3 batches of 4, twice
     chat = files.create("chat.jsonl", "fine-tune", _jsonl(
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]}))
     classify = JobRequest(model="m", training_file=chat.id, softprompt={"label_field": "assistant"})
@@ -93,7 +93,6 @@ def test_a_job_request_becomes_the_train_config_its_shape_and_recipe_say(files):
     [
         ({"softprompt": {"lr": 0.1}, "hyperparameters": {"learning_rate_multiplier": 2}}, "give it or softprompt.lr"),
         ({"softprompt": {"optimizer": "sgd"}}, "softprompt.optimizer: must be one of adamw, adafactor"),
-        ({"hyperparameters": {"batch_size": 0}}, "hyperparameters.batch_size: must be at least 1"),
     ],
 )
 def test_a_bad_recipe_names_the_field_as_the_request_spells_it(files, fields, message):
@@ -115,3 +114,16 @@ def test_the_published_name_is_openais_shape_as_a_task_name():
     name = task_name("HuggingFaceTB/SmolLM2-135M-Instruct", "tweets", "ftjob-0123456789abcdef01234567")
     assert name == "ft-SmolLM2-135M-Instruct-tweets-01234567"
     assert valid_name(name) and valid_name(task_name("x" * 80, "y" * 40, "ftjob-abc"))
+    assert valid_name(task_name("m", "...", "ftjob-abc")) and valid_name(task_name("m", "a..b", "ftjob-abc"))
+
+
+def test_hyperparameters_out_of_range_are_refused_and_seed_0_is_kept(files):
+    pc = files.create("pc.jsonl", "fine-tune", _jsonl({"prompt": "a", "completion": "b"}))
+    for bad in ({"n_epochs": 0}, {"batch_size": -1}, {"learning_rate_multiplier": 0}):
+        with pytest.raises(ValueError, match="greater than"):
+            JobRequest(model="m", training_file=pc.id, hyperparameters=bad)
+    config = job_config(JobRequest(model="m", training_file=pc.id, seed=0), pc, ("t.jsonl", None), SERVING)
+    assert config.seed == 0
+    with pytest.raises(SoftpromptError, match="softprompt.max_steps: must be 0"):
+        job_config(JobRequest(model="m", training_file=pc.id, softprompt={"max_steps": -1}), pc, ("t.jsonl", None),
+                   SERVING)  # fmt: skip

@@ -178,8 +178,9 @@ def test_a_job_killed_with_the_server_resumes_on_restart_to_the_same_prompt(prom
 
 
 def test_bad_uploads_and_jobs_are_400s_naming_the_problem_and_serving_goes_on(server, trained, data_dir):
-    url, _ = server
+    url, prompts = server
     client = _client(url)
+    jobs_before = sorted((prompts / ".jobs").iterdir())
     broken = _jsonl(_tweets(data_dir, 2)) + b'{"text": "half a line"\n'
     with pytest.raises(openai.BadRequestError, match="line 3: not JSON"):
         client.files.create(file=("broken.jsonl", broken), purpose="fine-tune")
@@ -196,7 +197,14 @@ def test_bad_uploads_and_jobs_are_400s_naming_the_problem_and_serving_goes_on(se
         client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=odd.id, extra_body={"softprompt": RECIPE})
     with pytest.raises(openai.BadRequestError, match="training_file: no file 'file-nope'"):
         client.fine_tuning.jobs.create(model="smollm2-135m", training_file="file-nope")
+    with pytest.raises(openai.UnprocessableEntityError, match="n_epochs.*greater than or equal to 1"):
+        client.fine_tuning.jobs.create(model="smollm2-135m", training_file=odd.id, hyperparameters={"n_epochs": 0},
+                                       extra_body={"softprompt": RECIPE})  # fmt: skip
+    with pytest.raises(openai.BadRequestError, match="the job takes 5000000 steps; this server takes 1 to 5000"):
+        client.fine_tuning.jobs.create(model="smollm2-135m", training_file=trained[0].id,
+                                       extra_body={"softprompt": {**RECIPE, "max_steps": 5_000_000}})  # fmt: skip
     assert call(url + "/v1/classify", "POST", {"task": "tweets", "inputs": ["my bag"]})[0] == 200
+    assert sorted((prompts / ".jobs").iterdir()) == jobs_before  # a refused job leaves nothing behind
 
 
 def test_writes_need_the_token_and_a_cancelled_job_publishes_nothing(server, trained, data_dir):
@@ -207,6 +215,8 @@ def test_writes_need_the_token_and_a_cancelled_job_publishes_nothing(server, tra
         stranger.files.create(file=("t.jsonl", _jsonl(_tweets(data_dir, 2))), purpose="fine-tune")
     with pytest.raises(openai.AuthenticationError):
         stranger.fine_tuning.jobs.create(model="smollm2-135m", training_file=upload.id)
+    with pytest.raises(openai.AuthenticationError):  # before the body is checked: no schema details without it
+        stranger.fine_tuning.jobs.create(model="smollm2-135m", training_file=upload.id, hyperparameters={"n_epochs": 0})
     with pytest.raises(openai.AuthenticationError):
         stranger.fine_tuning.jobs.cancel(job.id)
     assert stranger.fine_tuning.jobs.retrieve(job.id).status == "succeeded"  # reading needs no token here
@@ -214,6 +224,8 @@ def test_writes_need_the_token_and_a_cancelled_job_publishes_nothing(server, tra
     long = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=upload.id,
                                           hyperparameters={"n_epochs": 50, "batch_size": 2},
                                           extra_body={"softprompt": RECIPE})  # fmt: skip
+    with pytest.raises(openai.BadRequestError, match=f"file {upload.id}: job {long.id} reads it"):
+        client.files.delete(upload.id)
     assert client.fine_tuning.jobs.cancel(long.id).status in ("queued", "running", "cancelled")
     done = _finished(client, long.id)
     assert done.status == "cancelled" and done.fine_tuned_model is None

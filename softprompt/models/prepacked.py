@@ -72,6 +72,14 @@ class PrepackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def release_transposed(model: nn.Module) -> None:
+    """Drop the W^T layouts backward passes made (a server's fine-tuning job, done): one more copy of the linear
+    weights that serving never reads."""
+    for layer in model.modules():
+        if isinstance(layer, PrepackedLinear):
+            layer._transposed = None
+
+
 def prepacked_parameters(model: nn.Module) -> int:
     """The weights and biases prepacking moved out of `model.parameters()`, counted."""
     return sum(

@@ -142,9 +142,9 @@ class Batcher:
     def _work(self) -> None:
         worked, served = False, 0  # worked: since memory was last released; served: batches since background work
         while True:
-            background = self.background is not None and self.background.pending()
+            background = self._background_pending()
             if background and served >= self.train_every:
-                self.background.work()
+                self._background_work()
                 worked, served = True, 0
                 continue
             # After a batch, background work waits for a pause (clients that send again on each answer leave the
@@ -157,7 +157,7 @@ class Batcher:
                 first = self._queue.get(timeout=wait) if wait != 0 else self._queue.get_nowait()
             except queue.Empty:
                 if background:
-                    self.background.work()
+                    self._background_work()
                     worked, served = True, 0
                     continue
                 if worked:
@@ -174,6 +174,18 @@ class Batcher:
                     group = [job for job in jobs if job.kind == kind]
                     if group:
                         self._answer(group, run)
+
+    def _background_pending(self) -> bool:
+        try:
+            return self.background is not None and self.background.pending()
+        except Exception:  # background work that cannot even look (a disk error) never stops the serving
+            return False
+
+    def _background_work(self) -> None:
+        try:
+            self.background.work()
+        except Exception:  # it fails its own jobs; whatever escapes that still leaves the worker serving
+            pass
 
     @staticmethod
     def _answer(jobs: list[Job], run: Callable[[list[Job]], list[list]]) -> None:

@@ -4,21 +4,27 @@ middleware, so they act before any handler or the router runs)."""
 from __future__ import annotations
 
 import json
+import re
 
 from fastapi.responses import JSONResponse
 
 from .auth import bearer_matches
-from .schemas import Limits
+from .schemas import FILES_PATH, Limits
 
 ADMIN_METHODS = ("PUT", "DELETE")
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
-TUNING_WRITES = ("/v1/files", "/v1/fine_tuning/jobs")  # upload, create, cancel, delete: admin token or API key
+# Fine-tuning's writes (upload, delete, create, cancel): their handlers take the admin token or the API key.
+TUNING_WRITES = tuple(
+    re.compile(route)
+    for route in (f"POST {FILES_PATH}", f"DELETE {FILES_PATH}/[^/]+", "POST /v1/fine_tuning/jobs",
+                  "POST /v1/fine_tuning/jobs/[^/]+/cancel")
+)  # fmt: skip
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 CONSOLE_PATH = "/console"  # the console's static files; its page is at /
 DRAIN_FACTOR = 8  # declared bodies up to this many times the limit are read and dropped before the 413
 
 
-OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/files", "/v1/fine_tuning")
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models", FILES_PATH, "/v1/fine_tuning")
 
 
 def error(status: int, message: str, headers: dict | None = None, path: str = "") -> JSONResponse:
@@ -104,7 +110,7 @@ class ApiKey:
         if not self.admin_exempt:
             return False
         method, path = scope["method"], scope["path"]
-        tuning = method in ("POST", "DELETE") and path.startswith(TUNING_WRITES)  # the handler checks admin-or-key
+        tuning = any(route.fullmatch(f"{method} {path}") for route in TUNING_WRITES)  # their handlers check
         return tuning or (method in ADMIN_METHODS and path.startswith("/v1/tasks/"))
 
     async def __call__(self, scope, receive, send):

@@ -65,7 +65,7 @@ def build(config: ServeConfig, held_tasks: int | None = None) -> FastAPI:
     prompts = Path(config.prompts)
     files = FileStore(prompts, config.max_file_bytes, config.max_file_rows)
     tuner = Tuner(store, files, JobStore(prompts), config)  # its jobs run on the batcher's thread, between batches
-    batcher = Batcher(config, metrics.observe_batch, background=tuner)
+    batcher = Batcher(config, metrics.observe_batch, background=tuner.runner)
     engine: Engine = batcher if config.vllm_url is None else VllmCompletions(batcher, config.vllm_url)
     return create_app(store, engine, metrics, config, admin_token, api_key, tuner)
 

@@ -10,18 +10,17 @@ cursor pages: `limit` items after the id `after`, and `has_more`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from ..prompts import checkpoint
 from ..utils.errors import SoftpromptError
 from .auth import bearer_matches
 from .guards import BEARER_CHALLENGE
+from .schemas import FILES_PATH
 from .tuning import Tuner
-from .tuning_files import FileStore
 from .tuning_jobs import TuningJob
 from .tuning_recipe import JobRequest
 
@@ -39,22 +38,24 @@ def page(items: list[dict], after: str | None, limit: int) -> dict:
 def tuning_routes(app: FastAPI, tuner: Tuner, admin_token: str | None, api_key: str | None) -> None:
     secrets = [secret for secret in (admin_token, api_key) if secret is not None]
 
-    def require_writer(authorization: str | None) -> None:
+    def writer(authorization: Authorization = None) -> None:
+        """A dependency, so it answers before the body is read or checked: no schema details without the token."""
         if not secrets:
             raise HTTPException(403, "fine-tuning is off (start the server with --admin-token-file or --api-key-file)")
         if not any(bearer_matches(authorization, secret) for secret in secrets):
             raise HTTPException(401, "fine-tuning needs 'Authorization: Bearer <admin token or API key>'",
                                 headers=BEARER_CHALLENGE)  # fmt: skip
 
-    _file_routes(app, tuner.files, require_writer)
-    _job_routes(app, tuner, require_writer)
+    _file_routes(app, tuner, Depends(writer))
+    _job_routes(app, tuner, Depends(writer))
 
 
-def _file_routes(app: FastAPI, files: FileStore, require_writer: Callable[[str | None], None]) -> None:
-    @app.post("/v1/files", responses={400: {}, 401: {}, 403: {}, 413: {}})
-    async def upload(request: Request, authorization: Authorization = None) -> dict:
+def _file_routes(app: FastAPI, tuner: Tuner, writer) -> None:
+    files = tuner.files
+
+    @app.post(FILES_PATH, responses={400: {}, 401: {}, 403: {}, 413: {}}, dependencies=[writer])
+    async def upload(request: Request) -> dict:
         """A fine-tuning file (multipart `file`, `purpose=fine-tune`), checked line by line before it is kept."""
-        require_writer(authorization)
         form = await request.form()
         upload = form.get("file")
         if not hasattr(upload, "read"):
@@ -66,7 +67,7 @@ def _file_routes(app: FastAPI, files: FileStore, require_writer: Callable[[str |
             raise HTTPException(400, str(exc)) from None
         return stored.to_openai()
 
-    @app.get("/v1/files")
+    @app.get(FILES_PATH)
     async def list_files(after: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
                          order: str = "desc", purpose: str | None = None) -> dict:  # fmt: skip
         listed = [f.to_openai() for f in files.every() if purpose in (None, f.purpose)]
@@ -86,15 +87,18 @@ def _file_routes(app: FastAPI, files: FileStore, require_writer: Callable[[str |
             raise HTTPException(404, f"no file {file_id!r}")
         return PlainTextResponse(files.rows_path(file_id).read_text(), media_type="application/jsonl")
 
-    @app.delete("/v1/files/{file_id}", responses={401: {}, 403: {}, 404: {}})
-    async def delete_file(file_id: str, authorization: Authorization = None) -> dict:
-        require_writer(authorization)
-        if not files.delete(file_id):
+    @app.delete("/v1/files/{file_id}", responses={400: {}, 401: {}, 403: {}, 404: {}}, dependencies=[writer])
+    async def delete_file(file_id: str) -> dict:
+        try:
+            deleted = await asyncio.to_thread(tuner.delete_file, file_id)
+        except SoftpromptError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if not deleted:
             raise HTTPException(404, f"no file {file_id!r}")
         return {"id": file_id, "object": "file", "deleted": True}
 
 
-def _job_routes(app: FastAPI, tuner: Tuner, require_writer: Callable[[str | None], None]) -> None:
+def _job_routes(app: FastAPI, tuner: Tuner, writer) -> None:
     jobs = tuner.jobs
 
     def job_or_404(job_id: str) -> TuningJob:
@@ -103,10 +107,9 @@ def _job_routes(app: FastAPI, tuner: Tuner, require_writer: Callable[[str | None
             raise HTTPException(404, f"no fine-tuning job {job_id!r}")
         return job
 
-    @app.post("/v1/fine_tuning/jobs", responses={400: {}, 401: {}, 403: {}})
-    async def create(body: JobRequest, authorization: Authorization = None) -> dict:
+    @app.post("/v1/fine_tuning/jobs", responses={400: {}, 401: {}, 403: {}}, dependencies=[writer])
+    async def create(body: JobRequest) -> dict:
         """Check the job whole (files through its task, every row, the step limit), then queue it."""
-        require_writer(authorization)
         try:
             job = await asyncio.to_thread(tuner.create, body)
         except SoftpromptError as exc:
@@ -121,10 +124,9 @@ def _job_routes(app: FastAPI, tuner: Tuner, require_writer: Callable[[str | None
     async def retrieve(job_id: str) -> dict:
         return job_or_404(job_id).to_openai()
 
-    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel", responses={401: {}, 403: {}, 404: {}})
-    async def cancel(job_id: str, authorization: Authorization = None) -> dict:
-        require_writer(authorization)
-        return tuner.cancel(job_or_404(job_id)).to_openai()
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel", responses={401: {}, 403: {}, 404: {}}, dependencies=[writer])
+    async def cancel(job_id: str) -> dict:
+        return (await asyncio.to_thread(tuner.cancel, job_or_404(job_id))).to_openai()
 
     @app.get("/v1/fine_tuning/jobs/{job_id}/events", responses={404: {}})
     async def events(job_id: str, after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20):

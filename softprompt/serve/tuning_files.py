@@ -55,7 +55,7 @@ class FileStore:
     atomically, so a server killed during an upload keeps the file whole or not at all."""
 
     def __init__(self, prompts: Path, max_bytes: int, max_rows: int) -> None:
-        self.root = Path(prompts) / FILES_DIR
+        self.root = Path(prompts).resolve() / FILES_DIR  # absolute: a job's recipe names its rows' path
         self.max_bytes, self.max_rows = max_bytes, max_rows
         self._lock = threading.Lock()
 
@@ -87,7 +87,7 @@ class FileStore:
 
     def every(self) -> list[StoredFile]:
         """Every file, oldest first."""
-        found = (self.get(path.stem) for path in sorted(self.root.glob("file-*.json")))
+        found = (self.get(path.stem) for path in self.root.glob("file-*.json"))
         return sorted((f for f in found if f is not None), key=lambda f: f.id)
 
     def delete(self, file_id: str) -> bool:
@@ -114,7 +114,7 @@ def training_rows(rows: list[Row], source: str) -> tuple[str, list[Row]]:
     shape = CHAT if "messages" in first else PROMPT_COMPLETION if set(first) == {"prompt", "completion"} else ROWS
     out = []
     for number, row in enumerate(rows, 1):
-        where = f"{source} line {number}"
+        where = f"{source} row {number}"  # a row of the file's (its line in a JSONL file without blank lines)
         if shape == CHAT:
             out.append(_chat_row(row, where))
             continue

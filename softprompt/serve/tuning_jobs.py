@@ -10,10 +10,13 @@ resumes it from its last checkpoint.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 from ..prompts.checkpoint import atomic_write
 from .tuning_files import time_ordered_id
@@ -68,7 +71,7 @@ class JobStore:
     """The jobs under `prompts/.jobs`, read from disk on every call."""
 
     def __init__(self, prompts: Path) -> None:
-        self.root = Path(prompts) / JOBS_DIR
+        self.root = Path(prompts).resolve() / JOBS_DIR  # absolute: a job's recipe names its paths
 
     def folder(self, job_id: str) -> Path:
         return self.root / job_id
@@ -80,10 +83,14 @@ class JobStore:
         atomic_write(self.folder(job.id) / "job.json", json.dumps(asdict(job)).encode())
 
     def get(self, job_id: str) -> TuningJob | None:
+        """The job, or None for an unknown id or a job.json this server cannot read (another version's)."""
         path = self.folder(job_id) / "job.json"
         if not job_id.startswith("ftjob-") or not job_id[6:].isalnum() or not path.is_file():
             return None
-        return TuningJob(**json.loads(path.read_text()))
+        try:
+            return TuningJob(**json.loads(path.read_text()))
+        except (ValueError, TypeError, OSError):
+            return None
 
     def every(self) -> list[TuningJob]:
         """Every job, newest first (OpenAI's order)."""
@@ -93,6 +100,24 @@ class JobStore:
     def queued(self) -> list[TuningJob]:
         """The jobs waiting to run (and those a stopped server left running), oldest first."""
         return [job for job in reversed(self.every()) if job.status in (QUEUED, RUNNING)]
+
+    def claim(self, job_id: str) -> IO | None:
+        """The job's lock, held by whoever writes its state (the runner training it, or a cancel of a queued
+        job), or None where another holds it; released when the handle closes."""
+        handle = open(self.folder(job_id) / ".claim", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle
+
+    def end(self, job: TuningJob, status: str, message: str) -> None:
+        """The job's last status, with its event (the caller holds its claim)."""
+        job.status, job.finished_at = status, int(time.time())
+        job.error = message if status == FAILED else None
+        self.event(job.id, message, level="error" if status == FAILED else "info")
+        self.save(job)
 
     def cancel(self, job: TuningJob) -> None:
         """Leave the marker the runner looks for before each step."""
@@ -105,8 +130,13 @@ class JobStore:
         """Append one event (a metrics event when it carries `data`)."""
         record = {"created_at": int(time.time()), "level": level, "message": message, "data": data,
                   "type": "metrics" if data is not None else "message"}  # fmt: skip
-        with open(self.folder(job_id) / "events.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.folder(job_id).mkdir(parents=True, exist_ok=True)
+        with open(self.folder(job_id) / "events.jsonl", "a+b") as handle:
+            torn = False
+            if handle.seek(0, os.SEEK_END):
+                handle.seek(-1, os.SEEK_END)
+                torn = handle.read(1) != b"\n"  # a server killed while writing its last line: end that line
+            handle.write((("\n" if torn else "") + json.dumps(record) + "\n").encode())
 
     def events(self, job_id: str) -> list[dict]:
         """OpenAI's `fine_tuning.job.event`s, newest first; ids count up from the first."""

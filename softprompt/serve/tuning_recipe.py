@@ -13,10 +13,9 @@ the same prompt, bit for bit.
 
 from __future__ import annotations
 
-import math
 import re
 import typing
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -47,9 +46,13 @@ Recipe = create_model("Recipe", __config__=ConfigDict(extra="forbid"), **_shapes
 
 class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n_epochs: Literal["auto"] | int | None = Field("auto", description="passes over the rows (`train --epochs`)")
-    batch_size: Literal["auto"] | int | None = Field("auto", description="rows per step (`train --batch-size`)")
-    learning_rate_multiplier: Literal["auto"] | float | None = Field(
+    n_epochs: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto", description="passes over the rows (`train --epochs`)"
+    )
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto", description="rows per step (`train --batch-size`)"
+    )
+    learning_rate_multiplier: Annotated[float, Field(gt=0)] | Literal["auto"] | None = Field(
         "auto", description="times prompt tuning's default learning rate"
     )
 
@@ -112,8 +115,8 @@ def job_config(request: JobRequest, train: StoredFile, paths: tuple[str, str | N
         micro = max(size for size in range(1, MICRO_BATCH + 1) if batch % size == 0)
         values.update(batch_size=micro, grad_accum=batch // micro)
     values.setdefault("save_steps", SAVE_STEPS)
-    config = TrainConfig(**values, **serving, train=paths[0], eval=paths[1], seed=request.seed or TrainConfig.seed,
-                         progress=False)  # fmt: skip
+    seed = TrainConfig.seed if request.seed is None else request.seed
+    config = TrainConfig(**values, **serving, train=paths[0], eval=paths[1], seed=seed, progress=False)
     try:
         config.validate()
     except ParameterError as exc:
@@ -121,9 +124,9 @@ def job_config(request: JobRequest, train: StoredFile, paths: tuple[str, str | N
     return config
 
 
-def task_options(task: Task, prompt_folder: str) -> dict:
+def task_options(task: Task, max_length: int, prompt_folder: str) -> dict:
     """A served task as recipe options, and its prompt as the start: a job from it trains on rows like its own."""
-    options = {"template": task.template, "chat": task.chat, "init_from": prompt_folder}
+    options = {"template": task.template, "chat": task.chat, "max_length": max_length, "init_from": prompt_folder}
     if task.max_new_tokens:
         options["max_new_tokens"] = task.max_new_tokens
     if task.generates:
@@ -157,14 +160,9 @@ def spelled(name: str) -> str:
     return SPELLED.get(name, f"softprompt.{name}")
 
 
-def job_steps(config: TrainConfig, rows: int) -> int:
-    """The optimizer steps a run of `rows` rows takes (as the trainer counts them)."""
-    return config.max_steps or math.ceil(math.ceil(rows / config.batch_size) / config.grad_accum) * config.epochs
-
-
 def task_name(base: str, suffix: str | None, job_id: str) -> str:
     """OpenAI's `ft:BASE:SUFFIX:ID`, spelled as a task name may be (`ft-BASE-SUFFIX-ID`: no colons)."""
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", base.rsplit("/", 1)[-1]).strip("-.")[:24]
     parts = ["ft", base, (suffix or "")[:20], job_id[-8:]]  # at most 57 characters; the id's random end
-    return "-".join(part for part in parts if part).replace("..", ".")
+    return re.sub(r"\.{2,}", ".", "-".join(part for part in parts if part))
 

@@ -64,9 +64,8 @@ class Trainer:
         if cut and parallel.main:
             tqdm.write(f"{cut} of {len(train_rows)} training targets cut to their first {encoder.max_new_tokens} "
                        "tokens (--max-new-tokens)")  # fmt: skip
-        epoch_steps = math.ceil(math.ceil(len(self.encoded) / config.batch_size) / config.grad_accum)
-        total_steps = config.max_steps or epoch_steps * config.epochs
-        self.plan = Plan(epoch_steps, total_steps, config.eval_every, config.save_steps)
+        total_steps = config.total_steps(len(self.encoded))
+        self.plan = Plan(config.epoch_steps(len(self.encoded)), total_steps, config.eval_every, config.save_steps)
         self.trained = tuned.record.method.trained_tensors(tuned.lm)  # the prompt, or every weight
         self.optimizer, self.scheduler = make_optimizer(config, list(self.trained.values()), total_steps)
         self.progress = Progress(config=dataclasses.asdict(config))

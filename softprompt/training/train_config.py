@@ -7,6 +7,7 @@ anything loads; each names the parameter (`optimizer: ...`), which the CLI spell
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,13 @@ class TrainConfig:
             values[name] = value
         return cls(**values)
 
+    def total_steps(self, rows: int) -> int:
+        """The optimizer steps a run over `rows` training rows takes."""
+        return self.max_steps or self.epoch_steps(rows) * self.epochs
+
+    def epoch_steps(self, rows: int) -> int:
+        return math.ceil(math.ceil(rows / self.batch_size) / self.grad_accum)
+
     @property
     def trained_method(self) -> Method:
         return method_named(self.method)
@@ -170,7 +178,9 @@ class TrainConfig:
             raise ParameterError("task", "give exactly one of {task} (a shipped task) or {train} (a file)")
         if self.train_limit < 0:
             raise ParameterError("train_limit", "must be 0 (all rows) or positive")
-        for name in ("batch_size", "grad_accum", "max_length", "max_new_tokens"):
+        if self.max_steps < 0:
+            raise ParameterError("max_steps", "must be 0 (the epochs decide) or positive")
+        for name in ("epochs", "batch_size", "grad_accum", "max_length", "max_new_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ParameterError(name, "must be at least 1")
         if self.init == DESIGN_INIT and self.shots < 1:

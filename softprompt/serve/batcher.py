@@ -1,16 +1,16 @@
 """The dynamic batcher: requests of any tasks that arrive within a short window run as one forward.
 
-Requests wait in a bounded queue; one worker thread owns the model. It takes the first waiting request,
-then keeps taking more until `max_batch` rows or `max_wait_ms` have passed, and runs all classification
-rows in one mixed-task forward (each row carries its own task's cached prompt keys/values) and the
-generation rows (completions, and text-to-text tasks' predictions) in one mixed-task generation pass per
-sampling setting and stop tokens. With batching off, each request runs alone.
-After a second without work it hands the memory its batches freed back to the system (`release_free_memory`).
-"""
+Requests wait in a bounded queue; one worker thread owns the model. It takes the first waiting request, then
+keeps taking more until `max_batch` rows or `max_wait_ms` have passed, and runs all classification rows in one
+mixed-task forward (each row carries its own task's cached prompt keys/values) and the generation rows
+(completions, and text-to-text tasks' predictions) in one mixed-task generation pass per sampling setting and
+stop tokens. With batching off, each request runs alone. Between batches it runs background work (fine-tuning
+jobs); after a second without work it hands the memory its batches freed back to the system."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -76,13 +76,12 @@ class Engine(Protocol):
 
 
 class Background(Protocol):
-    """Work the worker thread does between batches (tuning.py's fine-tuning jobs), one short unit at a time."""
+    """Work the worker thread does between batches (tuning_runner.py's jobs): `work()` does one short unit of it
+    (a micro-batch's forward, say), as long as `pending()`."""
 
-    def pending(self) -> bool:
-        """Whether there is work to do."""
+    def pending(self) -> bool: ...
 
-    def work(self) -> None:
-        """Do one unit (a training step); never raises."""
+    def work(self) -> None: ...
 
 
 class Batcher:
@@ -140,19 +139,17 @@ class Batcher:
         return jobs
 
     def _work(self) -> None:
-        worked, served = False, 0  # worked: since memory was last released; served: batches since background work
+        worked, served = False, 0  # since memory was last released; batches since background work
         while True:
             background = self._background_pending()
             if background and served >= self.train_every:
                 self._background_work()
                 worked, served = True, 0
                 continue
-            # After a batch, background work waits for a pause (clients that send again on each answer leave the
-            # queue empty for a moment after every batch); after background work, it goes on unless a request
-            # waits. Without any, the queue is looked at again each second for new work.
-            wait = IDLE_RELEASE_S if worked or self.background else None
-            if background:
-                wait = IDLE_GRACE_S if served else 0
+            # After a batch, background work waits for a pause (clients sending again on each answer leave the queue
+            # empty a moment after every batch); then it goes on while no request waits.
+            idle = IDLE_RELEASE_S if worked or self.background else None
+            wait = (IDLE_GRACE_S if served else 0) if background else idle
             try:
                 first = self._queue.get(timeout=wait) if wait != 0 else self._queue.get_nowait()
             except queue.Empty:
@@ -176,16 +173,14 @@ class Batcher:
                         self._answer(group, run)
 
     def _background_pending(self) -> bool:
-        try:
+        try:  # background work that cannot even look (a disk error) never stops the serving
             return self.background is not None and self.background.pending()
-        except Exception:  # background work that cannot even look (a disk error) never stops the serving
+        except Exception:
             return False
 
     def _background_work(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # it fails its own jobs; what escapes still leaves the worker serving
             self.background.work()
-        except Exception:  # it fails its own jobs; whatever escapes that still leaves the worker serving
-            pass
 
     @staticmethod
     def _answer(jobs: list[Job], run: Callable[[list[Job]], list[list]]) -> None:

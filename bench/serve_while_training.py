@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--rows", type=int, default=64, help="the job's training rows (RAFT tweets)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--train-every", type=int, default=2)
+    parser.add_argument("--train-every", type=int, default=8)
     parser.add_argument("--dtype", default="auto", help="the server's base dtype: auto, float32 or bfloat16")
     args = parser.parse_args()
     args.dtype = resolve_dtype(args.dtype, serving=True)

@@ -51,7 +51,7 @@ class ServeConfig:
     )
     max_training_jobs: int = option(1, "fine-tuning jobs trained at once (steps in turn); the others wait")
     train_every: int = option(
-        2, "while requests keep waiting, a fine-tuning job takes one short unit (a micro-batch's forward or backward) "
+        8, "while requests keep waiting, a fine-tuning job takes one short unit (a micro-batch's forward or backward) "
         "after every N batches (when none waits for 20 ms, one unit after another)"
     )
     max_file_bytes: int = option(16 * 2**20, "largest fine-tuning file (POST /v1/files)")

@@ -253,6 +253,8 @@ def test_a_validation_file_gives_held_out_metrics_beside_the_majority_class_and_
     assert figures[source]["n"] == 16 and 0 <= figures[f"{source}: prompt design, 2 demonstrations"]["macro_f1"] <= 1
     card = (prompts / done.fine_tuned_model / "README.md").read_text()
     assert "majority class" in card and "prompt design, 2 demonstrations" in card
+    evaluated = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=50) if e.data and "eval_loss" in e.data]
+    assert [e.data["step"] for e in evaluated] == [2] and evaluated[0].message.startswith("Step 2: eval_loss=")
     held_out = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=50) if e.data and "held_out" in e.data]
     assert len(held_out) == 1 and "majority class: accuracy=" in held_out[0].message
 

@@ -96,9 +96,9 @@ def job_config(request: JobRequest, train: StoredFile, paths: tuple[str, str | N
     decides (`serving`: model, dtype, device, output); `paths` are the stored training and validation rows."""
     recipe = request.softprompt.model_dump(exclude_none=True) if request.softprompt else {}
     if isinstance(recipe.get("labels"), list):
-        recipe["labels"] = ",".join(map(_escaped, recipe["labels"]))
+        recipe["labels"] = _joined(recipe["labels"])
     if isinstance(recipe.get("verbalizer"), dict):
-        recipe["verbalizer"] = ",".join(f"{_escaped(k)}={_escaped(v)}" for k, v in recipe["verbalizer"].items())
+        recipe["verbalizer"] = _joined_pairs(recipe["verbalizer"])
     hyper = request.chosen_hyperparameters()
     values = {**(start if start is not None else shape_defaults(train.shape, recipe)), **recipe}
     if hyper.learning_rate_multiplier not in (None, "auto"):
@@ -132,15 +132,20 @@ def task_options(task: Task, max_length: int, prompt_folder: str) -> dict:
     if task.generates:
         names = ("target_field", "target_template", "references_field")
         return {**options, **{name: getattr(task, name) for name in names if getattr(task, name)}}
-    options.update(label_field=task.label_field, labels=",".join(map(_escaped, task.labels)))
+    options.update(label_field=task.label_field, labels=_joined(task.labels))
     if task.verbalizer:
-        options["verbalizer"] = ",".join(f"{_escaped(k)}={_escaped(v)}" for k, v in task.verbalizer.items())
+        options["verbalizer"] = _joined_pairs(task.verbalizer)
     return options
 
 
-def _escaped(item: str) -> str:
-    """An item of a comma-separated option, its own commas kept (label_options.py's escaping)."""
-    return item.replace("\\", "\\\\").replace(",", "\\,")
+def _joined(items: list[str]) -> str:
+    """Items as `--labels` takes them: comma-separated, their own commas kept (label_options.py's escaping)."""
+    return ",".join(item.replace("\\", "\\\\").replace(",", "\\,") for item in items)
+
+
+def _joined_pairs(mapping: dict[str, str]) -> str:
+    """A mapping as `--verbalizer` takes it: VALUE=WORD pairs, comma-separated."""
+    return _joined([f"{key}={value}" for key, value in mapping.items()])
 
 
 def shape_defaults(shape: str, recipe: dict) -> dict:

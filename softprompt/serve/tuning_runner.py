@@ -37,6 +37,7 @@ class Running:
         self.job, self.steps, self.claim = job, steps, claim
         self.trainer: Trainer | None = None
         self.reported = 0  # the last step an event reported (a resumed run replays steps after its checkpoint)
+        self.logged = 0  # the run's metrics records when it was last reported
 
     def close(self) -> None:
         self.steps.close()  # the run's folder lock goes; its last checkpoint stays
@@ -136,9 +137,11 @@ class Runner:
         total = trainer.plan.total_steps
         self.jobs.event(job.id, f"Step {step}/{total}: training loss={trainer.step_loss:.4f}",
                         {"step": step, "train_loss": trainer.step_loss, "total_steps": total})  # fmt: skip
-        lines = trainer.folder.metrics.read_text().splitlines() if trainer.folder.metrics.is_file() else []
-        record = json.loads(lines[-1]) if lines else {}
-        if record.get("step") == step and "eval_loss" in record:  # this step evaluated on the dev rows
+        logged, run.logged = run.logged, trainer.progress.logged
+        record = {}
+        if trainer.progress.logged > logged:  # this step logged a record: read it back
+            record = json.loads(trainer.folder.metrics.read_text().splitlines()[-1])
+        if record.get("step") == step and "eval_loss" in record:  # it evaluated on the dev rows
             shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k.startswith("eval_") or k in
                               ("accuracy", "macro_f1", "exact_match", "f1"))  # fmt: skip
             self.jobs.event(job.id, f"Step {step}: {shown}", record)
